@@ -1,0 +1,142 @@
+"""The `t2vzero` command line. Heavy imports (torch, diffusers) happen inside commands, so
+`t2vzero --help` answers at once."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .errors import UserError
+
+
+def parse_pair(text: str, sep: str, what: str, cast: Any = float) -> tuple[Any, Any]:
+    """'512x320' → (512, 320); '12,0' → (12.0, 0.0)."""
+    parts = text.lower().split(sep)
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return cast(parts[0]), cast(parts[1])
+    except ValueError:
+        example = "512x512" if sep == "x" else "12,12"
+        raise UserError(f"{what} {text!r} is not of the form {example}") from None
+
+
+def check_prompt_text(prompt: str) -> str:
+    """An empty prompt is a valid unconditional prompt; undecodable bytes or control codes are not text."""
+    if any(0xDC80 <= ord(c) <= 0xDCFF for c in prompt) or any(ord(c) < 32 and c not in "\t\n" for c in prompt):
+        raise UserError("the prompt is not text (it holds binary or control characters); pass words in quotes")
+    return prompt
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="t2vzero")
+def main() -> None:
+    """Text2Video-Zero: zero-shot video from any Stable Diffusion checkpoint (paper: Khachatryan et al., 2023)."""
+
+
+@main.command()
+@click.argument("prompt")
+@click.option("--model", default=None, help="Diffusers folder, .safetensors file or hub id [default: built-in model].")
+@click.option("--config", "model_config", default=None,
+              help="Diffusers folder or hub id with the component configs of a single-file checkpoint.")
+@click.option("--negative", default="", help="Negative prompt.")
+@click.option("--frames", type=int, default=8, show_default=True, help="Number of frames.")
+@click.option("--steps", type=int, default=None, help="Denoising steps [default: model's, else 50].")
+@click.option("--guidance", type=float, default=None, help="Classifier-free guidance scale; ≤ 1 turns it off "
+              "[default: model's, else 7.5].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (a CPU torch.Generator).")
+@click.option("--size", default=None, help="WxH, multiples of 8 [default: the model's native size].")
+@click.option("--motion", default=None, help="Motion δ as DX,DY pixels per frame on a 512 grid; positive moves "
+              "content left/up, as the reference [default: model's, else 12,12].")
+@click.option("--t0", type=int, default=None, help="Timestep t0 of the motion jump [default: 881].")
+@click.option("--t1", type=int, default=None, help="Timestep t1 of the motion jump [default: 941].")
+@click.option("--chunk-size", type=int, default=None,
+              help="Frames per chunk (frame 1 is in every chunk) to bound memory.")
+@click.option("--no-cross-frame-attention", is_flag=True, help="Ablation: plain self-attention per frame.")
+@click.option("--no-motion", is_flag=True, help="Ablation: zero motion field (δ = 0).")
+@click.option("--fps", type=float, default=4.0, show_default=True, help="Frames per second of the output.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--dtype", default="auto", show_default=True,
+              help="auto (fp16 on GPU, fp32 on CPU), float32, float16, bfloat16.")
+@click.option("--lora", multiple=True, help="LoRA weights as PATH[:SCALE]; repeatable.")
+@click.option("--allow-pickle", is_flag=True, help="Allow pickle (.ckpt/.bin) weights, which can run code.")
+@click.option("--compat", type=click.Choice(["t2vzero", "diffusers"]), default="t2vzero", show_default=True,
+              help="'diffusers' reproduces diffusers' deprecated TextToVideoZeroPipeline frame for frame.")
+@click.option("-o", "--output", default="video.mp4", show_default=True,
+              help="Output: .mp4, .webm, .gif, or a folder (frames/) of numbered PNGs.")
+@click.option("--sheet", is_flag=True, help="Also write a contact sheet PNG of the frames beside the video.")
+def generate(prompt: str, model: str | None, model_config: str | None, negative: str, frames: int, steps: int | None,
+             guidance: float | None, seed: int, size: str | None, motion: str | None, t0: int | None,
+             t1: int | None, chunk_size: int | None, no_cross_frame_attention: bool, no_motion: bool, fps: float,
+             device: str, dtype: str, lora: tuple[str, ...], allow_pickle: bool, compat: str, output: str,
+             sheet: bool) -> None:
+    """Generate a video from PROMPT (an empty prompt is unconditional)."""
+    from .modes.text2video import check_video_args
+    from .video import check_output_path
+
+    check_prompt_text(prompt)
+    width, height = parse_pair(size, "x", "size", int) if size else (8, 8)
+    delta = (0.0, 0.0) if no_motion else (parse_pair(motion, ",", "motion") if motion else None)
+    if fps <= 0:
+        raise UserError(f"fps must be positive, got {fps}")
+    check_video_args(video_length=frames, height=height, width=width,
+                     num_inference_steps=steps if steps is not None else 1, chunk_size=chunk_size,
+                     num_videos_per_prompt=1, compat=compat)
+    if t0 is not None and t1 is not None and t0 >= t1:
+        raise UserError(f"t0={t0} must be smaller than t1={t1} (diffusion timesteps, defaults 881/941)")
+    check_output_path(output)
+
+    import torch
+
+    from .pipeline import TextToVideoZero
+    from .video import contact_sheet, sheet_path, write_video
+
+    pipe = TextToVideoZero.from_pretrained(model, device=device, dtype=dtype, lora=lora, allow_pickle=allow_pickle,
+                                           config=model_config)
+    _warn_unknown_words(prompt, pipe.defaults.get("vocabulary"))
+    result = pipe(prompt, video_length=frames, height=height if size else None, width=width if size else None,
+                  num_inference_steps=steps, guidance_scale=guidance, negative_prompt=negative,
+                  generator=torch.Generator().manual_seed(seed), motion=delta, t0=t0, t1=t1, chunk_size=chunk_size,
+                  cross_frame_attention=not no_cross_frame_attention, compat=compat)
+    video = result.uint8()[0]
+    path = write_video(video, output, fps=fps)
+    if sheet:
+        contact_sheet([video], sheet_path(output))
+    click.echo(str(path))
+
+
+def _warn_unknown_words(prompt: str, vocabulary: list[str] | None) -> None:
+    """Models trained on a closed caption grammar (the built-in one) list their words in t2vzero.json."""
+    if not vocabulary:
+        return
+    known = {w.lower() for w in vocabulary}
+    unknown = [w for w in dict.fromkeys(prompt.lower().replace(",", " ").split()) if w not in known]
+    if unknown:
+        click.echo(f"warning: this model only knows captions like 'a red circle on a blue background'; "
+                   f"it never saw: {', '.join(unknown)}", err=True)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Entry point: bad input is one line on stderr and exit code 2, never a traceback."""
+    try:
+        main.main(args=argv, prog_name="t2vzero", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()} (see t2vzero --help)", err=True)
+        return exc.exit_code if isinstance(exc, click.UsageError) else 1
+    except KeyboardInterrupt:
+        click.echo("interrupted; nothing was written", err=True)
+        return 130
+    return 0
+
+
+def entry() -> None:
+    """Console-script entry."""
+    sys.exit(run())

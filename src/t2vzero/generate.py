@@ -1,0 +1,131 @@
+"""The one denoising loop and the pieces every mode shares.
+
+Modes (text-to-video, ControlNet video, Instruct-Pix2Pix editing) differ only in what they feed
+`Guidance`: the latents they start from, the conditioning groups, and optional model hooks.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .attention import CrossFrameAttnProcessor
+
+# hook(model_input, t, embeds, frame_ids) -> (model_input, extra unet kwargs); see Guidance.
+UnetHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Sequence[int]], tuple[torch.Tensor, dict[str, Any]]]
+
+
+@dataclass
+class VideoOutput:
+    """Generated videos: `frames` is (videos, frames, height, width, 3), float32 in [0, 1]."""
+
+    frames: np.ndarray
+
+    def uint8(self) -> np.ndarray:
+        """The frames as uint8 (rounded), ready for a video writer."""
+        return (self.frames * 255.0).round().clip(0, 255).astype(np.uint8)
+
+
+def cfg_combine(guidance_scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Classifier-free guidance over groups [unconditional, text]: ε_u + s·(ε_t − ε_u)."""
+
+    def combine(eps: torch.Tensor) -> torch.Tensor:
+        if eps.shape[0] == 1:
+            return eps[0]
+        uncond, text = eps
+        return uncond + guidance_scale * (text - uncond)
+
+    return combine
+
+
+@dataclass
+class Guidance:
+    """Predicts noise for a batch of frames: runs the UNet on every guidance group, then combines.
+
+    `embeds` is (groups, videos, tokens, dim). The UNet batch is laid out [group][video][frame], which
+    is what `CrossFrameAttnProcessor` expects. `hook` lets a mode change the UNet input or add UNet
+    arguments (ControlNet residuals, Pix2Pix image latents) for the frames in the batch.
+    """
+
+    unet: Any
+    embeds: torch.Tensor
+    combine: Callable[[torch.Tensor], torch.Tensor]
+    processor: CrossFrameAttnProcessor | None = None
+    hook: UnetHook | None = None
+    unet_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, latents: torch.Tensor, t: torch.Tensor, frame_ids: Sequence[int]) -> torch.Tensor:
+        groups, videos = self.embeds.shape[:2]
+        frames = len(frame_ids)
+        model_input = latents.repeat(groups, 1, 1, 1)
+        embeds = self.embeds[:, :, None].expand(-1, -1, frames, -1, -1).reshape(groups * videos * frames,
+                                                                              *self.embeds.shape[2:])
+        extra: dict[str, Any] = {}
+        if self.hook is not None:
+            model_input, extra = self.hook(model_input, t, embeds, frame_ids)
+        if self.processor is not None:
+            self.processor.num_frames = frames
+        eps = self.unet(model_input, t, encoder_hidden_states=embeds, **self.unet_kwargs, **extra).sample
+        return self.combine(eps.view(groups, videos * frames, *eps.shape[1:]))
+
+
+def step_kwargs(scheduler: Any, generator: Any, eta: float) -> dict[str, Any]:
+    """`eta` and `generator` for schedulers whose `step` takes them (DDIM, Euler ancestral...)."""
+    params = inspect.signature(scheduler.step).parameters
+    kwargs: dict[str, Any] = {}
+    if "eta" in params:
+        kwargs["eta"] = eta
+    if "generator" in params:
+        kwargs["generator"] = generator
+    return kwargs
+
+
+def denoise(latents: torch.Tensor, timesteps: torch.Tensor, scheduler: Any, predict: Guidance,
+            frame_ids: Sequence[int], *, extra_step_kwargs: dict[str, Any] | None = None,
+            progress: Any = None) -> torch.Tensor:
+    """The backward process over `timesteps`; the one loop every mode uses.
+
+    `latents` is (videos·frames, C, h, w); each step asks `predict` for the guided noise and lets the
+    scheduler take a step. Returns the latents at the input of the step after the last timestep.
+    """
+    for t in timesteps:
+        eps = predict(scheduler.scale_model_input(latents, t), t, frame_ids)
+        latents = scheduler.step(eps, t, latents, **(extra_step_kwargs or {})).prev_sample
+        if progress is not None:
+            progress.update()
+    return latents
+
+
+def encode_prompts(tokenizer: Any, text_encoder: Any, prompts: Sequence[str], device: Any) -> torch.Tensor:
+    """CLIP text embeddings (len(prompts), tokens, dim), padded to the tokenizer's maximum length."""
+    ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt")
+    mask = None
+    if getattr(text_encoder.config, "use_attention_mask", False):
+        mask = ids.attention_mask.to(device)
+    return text_encoder(ids.input_ids.to(device), attention_mask=mask)[0]
+
+
+def decode_latents(vae: Any, latents: torch.Tensor, batch_size: int = 8) -> np.ndarray:
+    """VAE-decode (N, C, h, w) latents in batches; returns (N, H, W, 3) float32 in [0, 1]."""
+    images = []
+    for start in range(0, latents.shape[0], batch_size):
+        chunk = latents[start : start + batch_size] / vae.config.scaling_factor
+        image = vae.decode(chunk.to(vae.dtype), return_dict=False)[0]
+        images.append((image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy())
+    return np.concatenate(images)
+
+
+def chunk_frame_ids(num_frames: int, chunk_size: int | None) -> list[list[int]]:
+    """Split frames 0..N-1 into chunks of at most `chunk_size`, each led by frame 0 (the anchor)."""
+    if chunk_size is None or chunk_size >= num_frames:
+        return [list(range(num_frames))]
+    chunks = [list(range(chunk_size))]
+    for start in range(chunk_size, num_frames, chunk_size - 1):
+        chunks.append([0, *range(start, min(start + chunk_size - 1, num_frames))])
+    return chunks

@@ -1,0 +1,140 @@
+"""Loading Stable Diffusion components: diffusers-layout dirs, single .safetensors files, hub ids, LoRA."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model" / "weights"
+DEFAULTS_FILE = "t2vzero.json"  # optional per-model generation defaults (size, motion, steps, guidance)
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def parse_lora(spec: str) -> tuple[str, float]:
+    """`PATH[:SCALE]` → (path, scale); the scale defaults to 1.0."""
+    path, sep, scale = spec.rpartition(":")
+    if sep:
+        try:
+            return path, float(scale)
+        except ValueError:
+            pass
+    return spec, 1.0
+
+
+def resolve_device(device: str | None = None) -> str:
+    """`auto`/None picks cuda, then mps, then cpu."""
+    import torch
+
+    if device and device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str | None, device: str) -> Any:
+    """`auto`/None gives float16 on accelerators and float32 on the CPU."""
+    import torch
+
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype and dtype != "auto":
+        if dtype not in names:
+            raise UserError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
+        return names[dtype]
+    return torch.float32 if device == "cpu" else torch.float16
+
+
+def _check_pickle(path: Path, allow_pickle: bool) -> None:
+    if allow_pickle:
+        return
+    if path.is_file() and path.suffix.lower() in PICKLE_SUFFIXES:
+        raise UserError(f"{path} is a pickle checkpoint, which can run arbitrary code when loaded; "
+                        "convert it to .safetensors or pass --allow-pickle if you trust it")
+    if path.is_dir():
+        weights = [p for p in path.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES + (".safetensors",)]
+        if weights and not any(p.suffix == ".safetensors" for p in weights):
+            raise UserError(f"{path} holds only pickle weights (.bin/.ckpt), which can run arbitrary code when "
+                            "loaded; convert them to safetensors or pass --allow-pickle if you trust them")
+
+
+def _load_pipeline(model: str, allow_pickle: bool, config: str | None) -> Any:
+    from diffusers import StableDiffusionPipeline
+
+    path = Path(model).expanduser()
+    common: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise UserError(f"{path} is not a Stable Diffusion checkpoint in the diffusers layout "
+                            "(no model_index.json); give a diffusers folder, a .safetensors file or a hub id")
+        _check_pickle(path, allow_pickle)
+        return StableDiffusionPipeline.from_pretrained(str(path), use_safetensors=None if allow_pickle else True,
+                                                       **common)
+    if path.is_file():
+        _check_pickle(path, allow_pickle)
+        if path.suffix.lower() != ".safetensors" and path.suffix.lower() not in PICKLE_SUFFIXES:
+            raise UserError(f"{path} is not a Stable Diffusion checkpoint (expected a .safetensors file or a folder)")
+        return StableDiffusionPipeline.from_single_file(str(path), config=config, **common)
+    if _HUB_ID.match(model) and not model.startswith((".", "~")):
+        return StableDiffusionPipeline.from_pretrained(model, use_safetensors=None if allow_pickle else True, **common)
+    raise UserError(f"model {model} does not exist; give a diffusers folder, a .safetensors file or a hub id")
+
+
+def load_components(model: str | Path | None = None, *, device: str | None = None, dtype: str | None = None,
+                    lora: Sequence[str | tuple[str, float]] = (), allow_pickle: bool = False,
+                    config: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load unet, vae, text_encoder, tokenizer and scheduler, plus the model's generation defaults.
+
+    `model` is a diffusers-layout folder, a single-file `.safetensors` checkpoint (with `config`, a
+    diffusers folder or hub id for its component configs, when offline), a hub id, or None for the
+    built-in model. `lora` entries are `PATH[:SCALE]` strings or (path, scale) pairs.
+    """
+    if model is None:
+        if not (DEFAULT_MODEL_DIR / "model_index.json").is_file():
+            raise UserError("the built-in model is not installed in this copy of t2vzero; pass --model PATH_OR_ID")
+        model = DEFAULT_MODEL_DIR
+    model = str(model)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    try:
+        pipe = _load_pipeline(model, allow_pickle, config)
+    except UserError:
+        raise
+    except Exception as exc:  # diffusers raises many types; the user needs the one-line reason
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"could not load {model} as a Stable Diffusion checkpoint: {reason}") from exc
+    _apply_loras(pipe, lora, allow_pickle)
+    pipe.to(dev, torch_dtype)
+    components = {name: getattr(pipe, name) for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")}
+    return components, read_model_defaults(model)
+
+
+def _apply_loras(pipe: Any, lora: Sequence[str | tuple[str, float]], allow_pickle: bool) -> None:
+    names, scales = [], []
+    for i, spec in enumerate(lora):
+        path, scale = parse_lora(spec) if isinstance(spec, str) else spec
+        if not Path(path).exists() and not _HUB_ID.match(path):
+            raise UserError(f"LoRA {path} does not exist; give a .safetensors file or folder, as PATH[:SCALE]")
+        _check_pickle(Path(path), allow_pickle)
+        try:
+            pipe.load_lora_weights(path, adapter_name=f"lora{i}")
+        except Exception as exc:
+            raise UserError(f"could not load LoRA {path}: {str(exc).strip().splitlines()[0]}") from exc
+        names.append(f"lora{i}")
+        scales.append(scale)
+    if names:
+        pipe.set_adapters(names, adapter_weights=scales)
+
+
+def read_model_defaults(model: str) -> dict[str, Any]:
+    """Generation defaults a model folder may carry in `t2vzero.json` (e.g. its native size)."""
+    path = Path(model) / DEFAULTS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

@@ -1,0 +1,153 @@
+"""Zero-shot text-to-video (Text2Video-Zero, paper §3.3): motion dynamics + cross-frame attention.
+
+1. Denoise frame 1's noise x_T with DDIM to x_t1, and further to x_t0.
+2. Copy x_t0 for frames 2..N, translate copy k by the motion field δ·k, and jump forward from t0
+   back to t1 with the DDPM forward process.
+3. Denoise all frames from t1 to 0 together, every self-attention attending to frame 1.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
+
+from ..attention import cross_frame_attention
+from ..errors import UserError
+from ..generate import (
+    Guidance,
+    VideoOutput,
+    cfg_combine,
+    chunk_frame_ids,
+    decode_latents,
+    denoise,
+    encode_prompts,
+    step_kwargs,
+)
+from ..motion import motion_field, reference_warp_latents, translate_latents
+from ..schedule import forward_jump, t0_t1_indices
+
+COMPAT_MODES = ("t2vzero", "diffusers")
+
+
+def check_prompts(prompt: Any, negative_prompt: Any) -> tuple[list[str], list[str]]:
+    """Prompts as lists of text; one negative prompt for all or one per prompt."""
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list | tuple) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise UserError(f"prompt must be text or a non-empty list of texts, not {type(prompt).__name__}")
+    negatives = [negative_prompt or ""] * len(prompts) if not isinstance(negative_prompt, list | tuple) \
+        else list(negative_prompt)
+    if len(negatives) != len(prompts) or not all(isinstance(n, str) for n in negatives):
+        raise UserError(f"negative_prompt must be text or a list of {len(prompts)} texts (one per prompt)")
+    return list(prompts), negatives
+
+
+def check_video_args(*, video_length: int, height: int, width: int, num_inference_steps: int,
+                     chunk_size: int | None, num_videos_per_prompt: int, compat: str) -> None:
+    """Reject bad generation arguments with a message that says how to fix them."""
+    if not isinstance(video_length, int) or video_length < 1:
+        raise UserError(f"frames must be at least 1 (got {video_length}); use --frames 8 for example")
+    if height <= 0 or width <= 0 or height % 8 or width % 8:
+        raise UserError(f"size {width}x{height} must be positive multiples of 8; e.g. --size 512x512")
+    if num_inference_steps < 1:
+        raise UserError(f"steps must be at least 1 (got {num_inference_steps}); e.g. --steps 50")
+    if chunk_size is not None and chunk_size < 2:
+        raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {chunk_size}")
+    if num_videos_per_prompt < 1:
+        raise UserError(f"videos per prompt must be at least 1, got {num_videos_per_prompt}")
+    if compat not in COMPAT_MODES:
+        raise UserError(f"unknown compat mode {compat!r}; use one of {', '.join(COMPAT_MODES)}")
+
+
+@torch.no_grad()
+def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_length: int = 8,
+                  height: int = 512, width: int = 512, num_inference_steps: int = 50, guidance_scale: float = 7.5,
+                  negative_prompt: str | list[str] | None = None, num_videos_per_prompt: int = 1, eta: float = 0.0,
+                  generator: torch.Generator | list[torch.Generator] | None = None,
+                  motion: tuple[float, float] = (12.0, 12.0), t0: int = 881, t1: int = 941,
+                  chunk_size: int | None = None, cross_frame: bool = True, compat: str = "t2vzero",
+                  progress: bool = True) -> VideoOutput:
+    """Generate `num_videos_per_prompt` videos of `video_length` frames for each prompt.
+
+    `components` holds unet, vae, text_encoder, tokenizer and scheduler (diffusers objects).
+    `compat="diffusers"` reproduces diffusers' deprecated TextToVideoZeroPipeline (its warp grid and
+    its forward-noise product); the default mode uses the exact ᾱ(t1)/ᾱ(t0) and pixel-centred shifts.
+    """
+    prompts, negatives = check_prompts(prompt, negative_prompt)
+    check_video_args(video_length=video_length, height=height, width=width, num_inference_steps=num_inference_steps,
+                     chunk_size=chunk_size, num_videos_per_prompt=num_videos_per_prompt, compat=compat)
+    unet, vae, scheduler = components["unet"], components["vae"], copy.deepcopy(components["scheduler"])
+    device, dtype = unet.device, unet.dtype
+
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    timesteps = scheduler.timesteps
+    i1, i0 = t0_t1_indices(timesteps, t0, t1, scheduler.config.num_train_timesteps)
+    t1_step, t0_step = int(timesteps[i1]), int(timesteps[i0])
+
+    n = num_videos_per_prompt
+    text = encode_prompts(components["tokenizer"], components["text_encoder"], prompts, device).to(dtype)
+    groups = [text]
+    if guidance_scale > 1.0:
+        groups.insert(0, encode_prompts(components["tokenizer"], components["text_encoder"], negatives,
+                                        device).to(dtype))
+    embeds = torch.stack(groups).repeat_interleave(n, dim=1)  # (groups, videos, tokens, dim)
+    videos = embeds.shape[1]
+
+    vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    latent_shape = (unet.config.in_channels, height // vae_scale, width // vae_scale)
+    # Noise is drawn once for the whole video, in frame order: chunking cannot change it, and with one
+    # video the draws match the reference (x_T first, then the forward noise of frames 2..N).
+    x_T = randn_tensor((videos, *latent_shape), generator=generator, device=device, dtype=dtype)
+    x_T = x_T * scheduler.init_noise_sigma
+    eps = randn_tensor((videos, video_length - 1, *latent_shape), generator=generator, device=device,
+                       dtype=dtype)
+    extra = step_kwargs(scheduler, generator, eta)
+
+    chunks = chunk_frame_ids(video_length, chunk_size)
+    total = i0 + sum(len(timesteps) - i1 for _ in chunks)
+    bar = tqdm(total=total, disable=not progress, desc="denoising", unit="step", leave=False)
+    frames = np.empty((videos, video_length, height, width, 3), dtype=np.float32)
+    with cross_frame_attention(unet, enabled=cross_frame) as processor:
+        predict = Guidance(unet, embeds, cfg_combine(guidance_scale), processor)
+        x_t1 = denoise(x_T, timesteps[:i1], scheduler, predict, [0], extra_step_kwargs=extra, progress=bar)
+        at_t1 = copy.deepcopy(scheduler)
+        x_t0 = denoise(x_t1, timesteps[i1:i0], scheduler, predict, [0], extra_step_kwargs=extra, progress=bar)
+        for ids in chunks:
+            latents = _latents_at_t1(x_t1, x_t0, eps, ids, motion, (width, height), scheduler, t0_step, t1_step,
+                                     compat)
+            out = denoise(latents.flatten(0, 1), timesteps[i1:], copy.deepcopy(at_t1), predict, ids,
+                          extra_step_kwargs=extra, progress=bar)
+            keep = [j for j, k in enumerate(ids) if k != 0 or ids is chunks[0]]
+            out = out.view(videos, len(ids), *latent_shape)[:, keep]
+            images = decode_latents(vae, out.flatten(0, 1))
+            frames[:, [ids[j] for j in keep]] = images.reshape(videos, len(keep), height, width, 3)
+    bar.close()
+    return VideoOutput(frames=frames)
+
+
+def _latents_at_t1(x_t1: torch.Tensor, x_t0: torch.Tensor, eps: torch.Tensor, ids: Sequence[int],
+                   motion: tuple[float, float], size: tuple[int, int], scheduler: Any, t0: int, t1: int,
+                   compat: str) -> torch.Tensor:
+    """(videos, len(ids), C, h, w) latents at t1: frame 1's own, the others warped and re-noised."""
+    others = [k for k in ids if k != 0]
+    stacked = [x_t1[:, None]] if ids[0] == 0 else []
+    if others:
+        videos = x_t0.shape[0]
+        copies = x_t0[:, None].expand(-1, len(others), -1, -1, -1).flatten(0, 1)
+        if compat == "diffusers":
+            warped = torch.cat([reference_warp_latents(copies[v * len(others):(v + 1) * len(others)], others, motion)
+                                for v in range(videos)])
+        else:
+            latent_size = (x_t0.shape[-1], x_t0.shape[-2])
+            shifts = motion_field(others, motion, size) * torch.tensor(latent_size, dtype=torch.float64) \
+                / torch.tensor(size, dtype=torch.float64)
+            warped = translate_latents(copies, shifts.repeat(videos, 1))
+        noise = eps[:, [k - 1 for k in others]].flatten(0, 1)
+        jumped = forward_jump(warped, noise, scheduler.alphas_cumprod, t0, t1, reference=compat == "diffusers")
+        stacked.append(jumped.view(videos, len(others), *x_t0.shape[1:]))
+    return torch.cat(stacked, dim=1)

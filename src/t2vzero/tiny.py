@@ -1,0 +1,118 @@
+"""Small Stable-Diffusion-architecture components built in code, fully offline.
+
+Used by the test-suite, the benchmarks and the default-model trainer: a CLIP BPE tokenizer
+made from a word list (no download), and randomly initialised SD 1.x-shaped components.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# The caption grammar of the built-in model plus a few common words, so that test prompts
+# tokenise to whole words; anything else falls back to single characters (still valid).
+DEFAULT_WORDS = (
+    "a an the on of in and with background circle square triangle red green blue yellow "
+    "purple orange white black cat dog astronaut horse riding running video photo"
+).split()
+
+
+def _byte_alphabet() -> list[str]:
+    """The 256 printable stand-ins for bytes that CLIP's byte-level BPE uses."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    keep += list(range(ord("®"), ord("ÿ") + 1))
+    extra, chars = 0, []
+    for b in range(256):
+        if b in keep:
+            chars.append(chr(b))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+def clip_vocab_and_merges(words: list[str] | tuple[str, ...] = DEFAULT_WORDS) -> tuple[dict[str, int], list[str]]:
+    """A CLIP vocabulary in which every word of `words` is one token (built left to right)."""
+    alphabet = _byte_alphabet()
+    tokens = alphabet + [c + "</w>" for c in alphabet]
+    merges: list[str] = []
+    for word in dict.fromkeys(w.lower() for w in words):
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        left = parts[0]
+        for right in parts[1:]:
+            merge = f"{left} {right}"
+            if merge not in merges:
+                merges.append(merge)
+            left = left + right
+            if left not in tokens:
+                tokens.append(left)
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
+    return vocab, merges
+
+
+def write_clip_tokenizer_files(directory: str | Path, words: list[str] | tuple[str, ...] = DEFAULT_WORDS,
+                               model_max_length: int = 77) -> Path:
+    """Write vocab.json, merges.txt and a tokenizer config that `CLIPTokenizer.from_pretrained` reads."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab, merges = clip_vocab_and_merges(words)
+    (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    config = {"model_max_length": model_max_length, "tokenizer_class": "CLIPTokenizer",
+              "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+              "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return directory
+
+
+def make_clip_tokenizer(words: list[str] | tuple[str, ...] = DEFAULT_WORDS, model_max_length: int = 77) -> Any:
+    """An offline `CLIPTokenizer` whose vocabulary covers `words`."""
+    import tempfile
+
+    from transformers import CLIPTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_clip_tokenizer_files(tmp, words, model_max_length)
+        return CLIPTokenizer.from_pretrained(tmp)
+
+
+def make_tiny_components(seed: int = 0, *, sample_size: int = 8, cross_attention_dim: int = 32,
+                         in_channels: int = 4, block_out_channels: tuple[int, ...] = (32, 64),
+                         model_max_length: int = 77) -> dict[str, Any]:
+    """Random SD-shaped components: unet, vae (x2 downsampling per block), text_encoder, tokenizer, scheduler.
+
+    Small enough for a CPU test to run many denoising steps in seconds.
+    """
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    n = len(block_out_channels)
+    unet = UNet2DConditionModel(
+        sample_size=sample_size, in_channels=in_channels, out_channels=4, layers_per_block=1,
+        block_out_channels=block_out_channels, norm_num_groups=16,
+        down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+        cross_attention_dim=cross_attention_dim, attention_head_dim=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), norm_num_groups=16,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        sample_size=sample_size * 2,
+    )
+    tokenizer = make_clip_tokenizer(model_max_length=model_max_length)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=cross_attention_dim, intermediate_size=64,
+        num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=model_max_length,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ))
+    scheduler = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+        set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading",
+    )
+    return {"unet": unet.eval(), "vae": vae.eval(), "text_encoder": text_encoder.eval(),
+            "tokenizer": tokenizer, "scheduler": scheduler}

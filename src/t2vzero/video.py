@@ -1,0 +1,179 @@
+"""Reading and writing videos (.mp4, .webm, .gif, numbered PNG folders) and contact sheets.
+
+Every output is written to a temporary name beside the target and renamed into place, so an
+interrupted run never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+VIDEO_SUFFIXES = {".mp4": "libx264", ".webm": "libvpx-vp9", ".gif": None}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def is_frame_dir(path: str | Path) -> bool:
+    """A path names a folder of frames when it ends with a separator or has no suffix."""
+    text = str(path)
+    return text.endswith(("/", os.sep)) or Path(text).suffix == "" or Path(text).is_dir()
+
+
+def check_output_path(path: str | Path) -> Path:
+    """Validate an output path before any work: known format, writable folder, no clobbered folder."""
+    out = Path(path)
+    if not is_frame_dir(path) and out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UserError(f"unknown output format {out.suffix!r}; use .mp4, .webm, .gif or a folder like frames/")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"output folder {parent} does not exist; create it or choose another --output")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"output folder {parent} is not writable; choose another --output")
+    if is_frame_dir(path) and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"output folder {out} exists and is not empty; remove it or choose another --output")
+    return out
+
+
+def write_video(frames: np.ndarray, path: str | Path, fps: float = 4.0) -> Path:
+    """Write (F, H, W, 3) uint8 frames to `path` (format from the suffix, folder → numbered PNGs)."""
+    out = check_output_path(path)
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"expected (frames, height, width, 3) uint8, got {frames.shape}")
+    if is_frame_dir(path):
+        return _write_frame_dir(frames, out)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if out.suffix.lower() == ".gif":
+            _write_gif(frames, tmp, fps)
+        else:
+            _write_ffmpeg(frames, tmp, fps, VIDEO_SUFFIXES[out.suffix.lower()])
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _write_ffmpeg(frames: np.ndarray, path: Path, fps: float, codec: str) -> None:
+    import imageio_ffmpeg
+
+    h, w = frames.shape[1:3]
+    # H.264/VP9 in yuv420p (what browsers play) need even sides; pad by one edge pixel if odd.
+    if h % 2 or w % 2:
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        h, w = frames.shape[1:3]
+    params = ["-crf", "18"] if codec == "libx264" else ["-crf", "30", "-b:v", "0"]
+    writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, codec=codec, pix_fmt_out="yuv420p",
+                                         macro_block_size=1, quality=None, output_params=params)
+    writer.send(None)
+    for frame in frames:
+        writer.send(frame)
+    writer.close()
+
+
+def _write_gif(frames: np.ndarray, path: Path, fps: float) -> None:
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], loop=0,
+                   duration=round(1000 / fps), disposal=1)
+
+
+def _write_frame_dir(frames: np.ndarray, out: Path) -> Path:
+    from PIL import Image
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        digits = max(4, len(str(len(frames))))
+        for i, frame in enumerate(frames):
+            Image.fromarray(frame).save(tmp / f"{i:0{digits}d}.png")
+        if out.is_dir():
+            out.rmdir()  # check_output_path made sure it is empty
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def read_video(path: str | Path) -> tuple[np.ndarray, float | None]:
+    """Read a video file or a folder of numbered frames → ((F, H, W, 3) uint8, fps or None)."""
+    src = Path(path)
+    if not src.exists():
+        raise UserError(f"input {src} does not exist")
+    if src.is_dir():
+        files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UserError(f"folder {src} holds no image frames (.png/.jpg)")
+        from PIL import Image
+
+        frames = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+        if len({f.shape for f in frames}) != 1:
+            raise UserError(f"frames in {src} do not all have the same size")
+        return np.stack(frames), None
+    if src.suffix.lower() == ".gif":
+        return _read_gif(src)
+    import imageio_ffmpeg
+
+    try:
+        reader = imageio_ffmpeg.read_frames(str(src))
+        meta = next(reader)
+        w, h = meta["size"]
+        frames = [np.frombuffer(b, dtype=np.uint8).reshape(h, w, 3) for b in reader]
+    except (RuntimeError, OSError, StopIteration, KeyError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no video stream"
+        raise UserError(f"{src} is not a readable video ({reason})") from exc
+    if not frames:
+        raise UserError(f"{src} holds no video frames")
+    return np.stack(frames), meta.get("fps")
+
+
+def _read_gif(src: Path) -> tuple[np.ndarray, float | None]:
+    from PIL import Image, ImageSequence
+
+    try:
+        image = Image.open(src)
+        frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(image)]
+        duration = image.info.get("duration")
+    except OSError as exc:
+        raise UserError(f"{src} is not a readable GIF: {exc}") from exc
+    return np.stack(frames), (1000.0 / duration if duration else None)
+
+
+def contact_sheet(rows: list[np.ndarray], path: str | Path, max_columns: int = 8) -> Path:
+    """Save a PNG grid: one band per row of frames (e.g. input, condition, output), wrapped at `max_columns`."""
+    from PIL import Image
+
+    bands = []
+    for frames in rows:
+        frames = np.asarray(frames, dtype=np.uint8)
+        cols = min(max_columns, len(frames))
+        pad = (-len(frames)) % cols
+        if pad:
+            frames = np.concatenate([frames, np.full((pad, *frames.shape[1:]), 255, np.uint8)])
+        grid = frames.reshape(-1, cols, *frames.shape[1:])
+        bands.append(np.concatenate([np.concatenate(list(r), axis=1) for r in grid], axis=0))
+    width = max(b.shape[1] for b in bands)
+    bands = [np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0)), constant_values=255) for b in bands]
+    out = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".png", dir=out.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(np.concatenate(bands, axis=0)).save(tmp, format="PNG")
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return out
+
+
+def sheet_path(video_path: str | Path) -> Path:
+    """Where `--sheet` puts the contact sheet: beside the video, `<name>_sheet.png`."""
+    p = Path(video_path)
+    return p.parent / f"{p.name.rstrip('/') if not p.suffix else p.stem}_sheet.png"
