@@ -66,7 +66,7 @@ class TextToVideoZero:
         native_h, native_w = self.native_size()
         return text_to_video(
             self.components, prompt, video_length=pick("video_length", video_length),
-            height=height or native_h, width=width or native_w,
+            height=native_h if height is None else height, width=native_w if width is None else width,
             num_inference_steps=pick("num_inference_steps", num_inference_steps),
             guidance_scale=pick("guidance_scale", guidance_scale), negative_prompt=negative_prompt,
             num_videos_per_prompt=num_videos_per_prompt, eta=pick("eta", eta), generator=generator,

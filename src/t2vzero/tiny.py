@@ -81,7 +81,7 @@ def make_clip_tokenizer(words: list[str] | tuple[str, ...] = DEFAULT_WORDS, mode
 def make_tiny_components(seed: int = 0, *, sample_size: int = 8, cross_attention_dim: int = 32,
                          in_channels: int = 4, block_out_channels: tuple[int, ...] = (32, 64),
                          model_max_length: int = 77) -> dict[str, Any]:
-    """Random SD-shaped components: unet, vae (x2 downsampling per block), text_encoder, tokenizer, scheduler.
+    """Random SD-shaped components: unet, vae (×8), text_encoder, tokenizer, scheduler.
 
     Small enough for a CPU test to run many denoising steps in seconds.
     """
@@ -98,10 +98,11 @@ def make_tiny_components(seed: int = 0, *, sample_size: int = 8, cross_attention
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
         cross_attention_dim=cross_attention_dim, attention_head_dim=8,
     )
+    # Four blocks: ×8 downsampling like Stable Diffusion's VAE, so a 64×64 frame has 8×8 latents.
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), norm_num_groups=16,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        sample_size=sample_size * 2,
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 16, 32, 32), norm_num_groups=16,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=sample_size * 8,
     )
     tokenizer = make_clip_tokenizer(model_max_length=model_max_length)
     text_encoder = CLIPTextModel(CLIPTextConfig(

@@ -118,7 +118,7 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_
         at_t1 = copy.deepcopy(scheduler)
         x_t0 = denoise(x_t1, timesteps[i1:i0], scheduler, predict, [0], extra_step_kwargs=extra, progress=bar)
         for ids in chunks:
-            latents = _latents_at_t1(x_t1, x_t0, eps, ids, motion, (width, height), scheduler, t0_step, t1_step,
+            latents = latents_at_t1(x_t1, x_t0, eps, ids, motion, (width, height), scheduler, t0_step, t1_step,
                                      compat)
             out = denoise(latents.flatten(0, 1), timesteps[i1:], copy.deepcopy(at_t1), predict, ids,
                           extra_step_kwargs=extra, progress=bar)
@@ -130,7 +130,7 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_
     return VideoOutput(frames=frames)
 
 
-def _latents_at_t1(x_t1: torch.Tensor, x_t0: torch.Tensor, eps: torch.Tensor, ids: Sequence[int],
+def latents_at_t1(x_t1: torch.Tensor, x_t0: torch.Tensor, eps: torch.Tensor, ids: Sequence[int],
                    motion: tuple[float, float], size: tuple[int, int], scheduler: Any, t0: int, t1: int,
                    compat: str) -> torch.Tensor:
     """(videos, len(ids), C, h, w) latents at t1: frame 1's own, the others warped and re-noised."""
