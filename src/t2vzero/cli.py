@@ -73,6 +73,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
              device: str, dtype: str, lora: tuple[str, ...], allow_pickle: bool, compat: str, output: str,
              sheet: bool) -> None:
     """Generate a video from PROMPT (an empty prompt is unconditional)."""
+    from .models import check_dtype_name
     from .modes.text2video import check_video_args
     from .video import check_output_path
 
@@ -87,6 +88,8 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     if t0 is not None and t1 is not None and t0 >= t1:
         raise UserError(f"t0={t0} must be smaller than t1={t1} (diffusion timesteps, defaults 881/941)")
     check_output_path(output)
+    check_dtype_name(dtype)
+    _quiet_libraries()
 
     import torch
 
@@ -105,6 +108,17 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     if sheet:
         contact_sheet([video], sheet_path(output))
     click.echo(str(path))
+
+
+def _quiet_libraries() -> None:
+    """Our progress bar is the only one on stderr; library loading bars and notices would bury it."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def _warn_unknown_words(prompt: str, vocabulary: list[str] | None) -> None:

@@ -40,15 +40,23 @@ def resolve_device(device: str | None = None) -> str:
     return "cpu"
 
 
+DTYPE_NAMES = ("auto", "float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
+
+
+def check_dtype_name(dtype: str | None) -> None:
+    """Reject an unknown dtype name before anything heavy is loaded."""
+    if dtype is not None and dtype not in DTYPE_NAMES:
+        raise UserError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
+
+
 def resolve_dtype(dtype: str | None, device: str) -> Any:
     """`auto`/None gives float16 on accelerators and float32 on the CPU."""
     import torch
 
+    check_dtype_name(dtype)
     names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
              "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
     if dtype and dtype != "auto":
-        if dtype not in names:
-            raise UserError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
         return names[dtype]
     return torch.float32 if device == "cpu" else torch.float16
 

@@ -76,5 +76,6 @@ def reference_warp_latents(latents: torch.Tensor, frame_ids: Sequence[int],
         coords[:, 1] /= n
         coords = F.interpolate(coords * 2.0 - 1.0, size=(h, w), mode="bilinear", align_corners=False)
         grid = coords.permute(0, 2, 3, 1)
-        out[i] = F.grid_sample(latents[i : i + 1], grid, mode="nearest", padding_mode="reflection", align_corners=False)[0]
+        out[i] = F.grid_sample(latents[i : i + 1], grid, mode="nearest", padding_mode="reflection",
+                               align_corners=False)[0]
     return out

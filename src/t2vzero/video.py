@@ -33,8 +33,12 @@ def check_output_path(path: str | Path) -> Path:
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"output folder {parent} does not exist; create it or choose another --output")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"output folder {parent} is not writable; choose another --output")
+    try:  # a real write, since os.access says yes to root even on read-only mounts
+        fd, probe = tempfile.mkstemp(prefix=".t2vzero-probe.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError:
+        raise UserError(f"output folder {parent} is not writable; choose another --output") from None
     if is_frame_dir(path) and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"output folder {out} exists and is not empty; remove it or choose another --output")
     return out

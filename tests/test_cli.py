@@ -1,0 +1,121 @@
+"""The command line: a real generation, and every bad input as one line, exit code 2, nothing written."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from t2vzero.cli import run
+
+FAST = ["--size", "64x64", "--steps", "4", "--frames", "3"]
+
+
+def cli(capsys, *args):
+    code = run(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_generate_writes_the_video_and_prints_its_path(capsys, tmp_path, tiny_model_dir):
+    out_path = tmp_path / "clip.mp4"
+    code, out, err = cli(capsys, "generate", "a red circle", "--model", str(tiny_model_dir), *FAST,
+                         "--fps", "6", "-o", str(out_path), "--sheet", "--chunk-size", "2")
+    assert code == 0, err
+    assert out.strip() == str(out_path)
+    from t2vzero.video import read_video
+
+    frames, fps = read_video(out_path)
+    assert frames.shape == (3, 64, 64, 3) and fps == pytest.approx(6)
+    assert (tmp_path / "clip_sheet.png").is_file()
+
+
+def test_generate_to_a_png_folder_with_ablations_and_compat(capsys, tmp_path, tiny_model_dir):
+    out_dir = tmp_path / "frames"
+    code, _, err = cli(capsys, "generate", "", "--model", str(tiny_model_dir), *FAST, "--no-motion",
+                       "--no-cross-frame-attention", "--compat", "diffusers", "--guidance", "1", "-o", f"{out_dir}/")
+    assert code == 0, err
+    assert sorted(os.listdir(out_dir)) == ["0000.png", "0001.png", "0002.png"]
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--frames", "0"], "frames must be at least 1"),
+    (["--size", "30x30"], "multiples of 8"),
+    (["--size", "0x64"], "multiples of 8"),
+    (["--size", "big"], "not of the form"),
+    (["--motion", "1;2"], "not of the form"),
+    (["--t0", "941", "--t1", "881"], "t0=941 must be smaller"),
+    (["--steps", "0"], "steps must be at least 1"),
+    (["--chunk-size", "1"], "chunk size must be at least 2"),
+    (["--fps", "0"], "fps must be positive"),
+    (["-o", "video.avi"], "unknown output format"),
+    (["-o", "no/such/dir/video.mp4"], "does not exist"),
+    (["-o", "/proc/video.mp4"], "not writable"),
+    (["--model", "no/such/model"], "does not exist"),
+    (["--dtype", "float8"], "unknown dtype"),
+    (["--frames", "x"], "frames"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, monkeypatch, args, match):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "generate", "a red circle", *args)
+    assert code == 2
+    assert match in err and err.startswith("error:") and err.count("\n") == 1, err
+    assert out == "" and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--t1", "1000"], "t0=881, t1=1000"),
+    (["--steps", "1"], "at least 2 denoising steps"),
+])
+def test_schedule_errors_after_loading_the_model(capsys, tmp_path, tiny_model_dir, args, match):
+    out = tmp_path / "v.mp4"
+    code, _, err = cli(capsys, "generate", "x", "--model", str(tiny_model_dir), "--size", "64x64", *args,
+                       "-o", str(out))
+    assert code == 2 and match in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_models_that_are_not_checkpoints_or_are_pickles(capsys, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    pickle = tmp_path / "model.ckpt"
+    pickle.write_bytes(b"\x80\x04.")
+    bins = tmp_path / "bins"
+    (bins / "unet").mkdir(parents=True)
+    (bins / "model_index.json").write_text("{}")
+    (bins / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04.")
+    cases = [(empty, "not a Stable Diffusion checkpoint"), (junk, "could not load"),
+             (pickle, "--allow-pickle"), (bins, "--allow-pickle")]
+    for model, match in cases:
+        code, _, err = cli(capsys, "generate", "a", "--model", str(model), "-o", str(tmp_path / "v.mp4"))
+        assert code == 2 and match in err and err.count("\n") == 1, (model, err)
+    assert not (tmp_path / "v.mp4").exists()
+
+
+@pytest.mark.parametrize("prompt", ["a\x01b", "caf\udce9"])
+def test_a_prompt_that_is_not_text_is_refused(capsys, tmp_path, prompt):
+    code, _, err = cli(capsys, "generate", prompt, "-o", str(tmp_path / "v.mp4"))
+    assert code == 2 and "not text" in err
+
+
+def test_subprocess_error_has_no_traceback_and_help_does_not_import_torch(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    bad = subprocess.run([sys.executable, "-m", "t2vzero", "generate", "x", "--frames", "-3"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
+    probe = ("import sys, t2vzero.cli as c; c.run(['--help']); "
+             "print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))")
+    helped = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert helped.returncode == 0 and "generate" in helped.stdout and helped.stdout.strip().endswith("[]")
+
+
+def test_lora_spec_parsing():
+    from t2vzero.models import parse_lora
+
+    assert parse_lora("style.safetensors:0.7") == ("style.safetensors", 0.7)
+    assert parse_lora("style.safetensors") == ("style.safetensors", 1.0)
+    assert parse_lora("C:/loras/style.safetensors") == ("C:/loras/style.safetensors", 1.0)
+    assert np.isclose(parse_lora("dir/x:1e-1")[1], 0.1)

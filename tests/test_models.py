@@ -1,0 +1,83 @@
+"""Loading checkpoints: diffusers folders, LoRA with a scale, device and dtype resolution."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from t2vzero import TextToVideoZero
+from t2vzero.errors import UserError
+from t2vzero.models import load_components, resolve_device, resolve_dtype
+
+KW = dict(video_length=2, height=64, width=64, num_inference_steps=4, progress=False)
+
+
+@pytest.fixture(scope="module")
+def lora_file(tmp_path_factory, tiny):
+    """A random LoRA on the tiny UNet's attention projections, saved the way diffusers saves LoRAs."""
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = copy.deepcopy(tiny["unet"])
+    torch.manual_seed(1)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                init_lora_weights=False))
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora_B" in name:
+                p.mul_(20.0)  # large enough to change a tiny random model's output visibly
+    path = tmp_path_factory.mktemp("lora")
+    StableDiffusionPipeline.save_lora_weights(path, unet_lora_layers=get_peft_model_state_dict(unet),
+                                              safe_serialization=True)
+    return path / "pytorch_lora_weights.safetensors"
+
+
+def video(pipe):
+    return pipe("a red circle", generator=torch.Generator().manual_seed(0), **KW).frames
+
+
+def test_a_diffusers_folder_loads_the_same_weights(tiny, tiny_model_dir):
+    loaded = TextToVideoZero.from_pretrained(str(tiny_model_dir), device="cpu")
+    assert loaded.unet.dtype == torch.float32 and loaded.defaults == {}
+    assert np.abs(video(loaded) - video(TextToVideoZero(**tiny))).max() < 1e-5
+
+
+def test_lora_scale_zero_is_the_base_model_and_scale_changes_output(tiny_model_dir, lora_file):
+    base = video(TextToVideoZero.from_pretrained(str(tiny_model_dir)))
+    zero = video(TextToVideoZero.from_pretrained(str(tiny_model_dir), lora=[f"{lora_file}:0"]))
+    half = video(TextToVideoZero.from_pretrained(str(tiny_model_dir), lora=[(str(lora_file), 0.5)]))
+    full = video(TextToVideoZero.from_pretrained(str(tiny_model_dir), lora=[str(lora_file)]))
+    assert np.abs(zero - base).max() < 1e-5
+    assert np.abs(full - base).max() > 1e-3 and np.abs(full - half).max() > 1e-4
+
+
+def test_lora_errors(tiny_model_dir, tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_components(str(tiny_model_dir), lora=[str(tmp_path / "none.safetensors")])
+    pickled = tmp_path / "lora.bin"
+    pickled.write_bytes(b"\x80\x04.")
+    with pytest.raises(UserError, match="--allow-pickle"):
+        load_components(str(tiny_model_dir), lora=[str(pickled)])
+
+
+def test_model_defaults_file_is_read(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    model = tmp_path / "with-defaults"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "t2vzero.json").write_text(json.dumps({"height": 64, "width": 64, "motion": [24, 0]}))
+    pipe = TextToVideoZero.from_pretrained(str(model))
+    assert pipe.native_size() == (64, 64) and pipe.defaults["motion"] == [24, 0]
+
+
+def test_device_and_dtype_resolution():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in ("cpu", "cuda", "mps")
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("auto", "cuda") == torch.float16
+    assert resolve_dtype("bf16", "cpu") == torch.bfloat16
+    with pytest.raises(UserError, match="unknown dtype"):
+        resolve_dtype("int8", "cpu")

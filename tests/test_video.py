@@ -1,0 +1,83 @@
+"""Video files round-trip: frame count, size, fps; outputs appear whole or not at all."""
+
+import os
+
+import numpy as np
+import pytest
+
+from t2vzero.errors import UserError
+from t2vzero.video import check_output_path, contact_sheet, read_video, sheet_path, write_video
+
+
+def moving_square(frames=6, h=48, w=64):
+    video = np.full((frames, h, w, 3), 30, np.uint8)
+    for i in range(frames):
+        video[i, 10:26, 4 + 6 * i: 20 + 6 * i] = (220, 40, 40)
+    return video
+
+
+@pytest.mark.parametrize("suffix,fps,tolerance", [(".mp4", 4.0, 12), (".webm", 8.0, 16), (".gif", 5.0, 8)])
+def test_video_files_round_trip(tmp_path, suffix, fps, tolerance):
+    video = moving_square()
+    path = write_video(video, tmp_path / f"out{suffix}", fps=fps)
+    frames, read_fps = read_video(path)
+    assert frames.shape == video.shape
+    assert read_fps == pytest.approx(fps, rel=0.02)
+    assert np.abs(frames.astype(int) - video).mean() < tolerance
+    assert os.listdir(tmp_path) == [f"out{suffix}"]  # no temp file left behind
+
+
+def test_mp4_is_h264_yuv420p(tmp_path):
+    import subprocess
+
+    import imageio_ffmpeg
+
+    path = write_video(moving_square(), tmp_path / "v.mp4", fps=4)
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                           capture_output=True, text=True).stderr
+    assert "h264" in probe and "yuv420p" in probe
+
+
+def test_png_folder_is_lossless_and_numbered(tmp_path):
+    video = moving_square(frames=12)
+    out = write_video(video, tmp_path / "frames/", fps=4)
+    names = sorted(os.listdir(out))
+    assert names[0] == "0000.png" and len(names) == 12
+    frames, fps = read_video(out)
+    assert fps is None and np.array_equal(frames, video)
+
+
+def test_contact_sheet_tiles_rows_of_frames(tmp_path):
+    from PIL import Image
+
+    video = moving_square(frames=5)
+    path = contact_sheet([video, video[::-1]], tmp_path / "sheet.png", max_columns=4)
+    sheet = np.asarray(Image.open(path))
+    assert sheet.shape == (48 * 4, 64 * 4, 3)  # two rows of frames, each wrapped onto two lines
+    assert np.array_equal(sheet[:48, :64], video[0])
+    assert sheet_path("out/video.mp4").name == "video_sheet.png"
+    assert sheet_path("frames/").name == "frames_sheet.png"
+
+
+@pytest.mark.parametrize("name,match", [("video.avi", "unknown output format"),
+                                        ("missing/video.mp4", "does not exist")])
+def test_bad_output_paths(tmp_path, name, match):
+    with pytest.raises(UserError, match=match):
+        check_output_path(tmp_path / name)
+
+
+def test_non_empty_frame_folder_is_not_overwritten(tmp_path):
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="not empty"):
+        write_video(moving_square(), tmp_path / "frames", fps=4)
+    assert (tmp_path / "frames" / "keep.txt").read_text() == "mine"
+
+
+def test_unreadable_inputs_are_user_errors(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all")
+    with pytest.raises(UserError, match="not a readable video"):
+        read_video(bad)
+    with pytest.raises(UserError, match="does not exist"):
+        read_video(tmp_path / "nope.mp4")
