@@ -65,11 +65,11 @@ class Guidance:
         model_input = latents.repeat(groups, 1, 1, 1)
         embeds = self.embeds[:, :, None].expand(-1, -1, frames, -1, -1).reshape(groups * videos * frames,
                                                                               *self.embeds.shape[2:])
+        if self.processor is not None:  # before the hook: a ControlNet in the hook attends across frames too
+            self.processor.num_frames = frames
         extra: dict[str, Any] = {}
         if self.hook is not None:
             model_input, extra = self.hook(model_input, t, embeds, frame_ids)
-        if self.processor is not None:
-            self.processor.num_frames = frames
         eps = self.unet(model_input, t, encoder_hidden_states=embeds, **self.unet_kwargs, **extra).sample
         return self.combine(eps.view(groups, videos * frames, *eps.shape[1:]))
 

@@ -1,0 +1,136 @@
+"""ControlNet video and Instruct-Pix2Pix editing on tiny random weights, against diffusers' recipes."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import ControlNetModel, EulerAncestralDiscreteScheduler, StableDiffusionControlNetPipeline, \
+    StableDiffusionInstructPix2PixPipeline
+from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_video_zero import CrossFrameAttnProcessor
+from PIL import Image
+
+from t2vzero.errors import UserError
+from t2vzero.modes.video2video import control_video, edit_video
+
+FRAMES = 4
+
+
+def seeded(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def moving_square_video(frames=FRAMES, size=64):
+    video = np.full((frames, size, size, 3), 40, np.uint8)
+    for i in range(frames):
+        video[i, 20:40, 8 + 6 * i: 28 + 6 * i] = (230, 200, 30)
+    return video
+
+
+@pytest.fixture(scope="module")
+def controlnets(tiny):
+    torch.manual_seed(2)
+    nets = [ControlNetModel.from_unet(tiny["unet"]).eval() for _ in range(2)]
+    with torch.no_grad():  # from_unet zero-initialises the output convs; make them matter
+        for net in nets:
+            for p in net.parameters():
+                if p.abs().sum() == 0:
+                    p.normal_(0, 0.3)
+    return nets
+
+
+@pytest.fixture(scope="module")
+def pix2pix(tiny):
+    from t2vzero.tiny import make_tiny_components
+
+    parts = make_tiny_components(seed=4, in_channels=8)
+    parts["scheduler"] = EulerAncestralDiscreteScheduler.from_config(parts["scheduler"].config)
+    return parts
+
+
+def test_controlnet_compat_equals_diffusers_documented_recipe(tiny, controlnets):
+    cond = moving_square_video()
+    pipe = StableDiffusionControlNetPipeline(**tiny, controlnet=controlnets[0], safety_checker=None,
+                                             feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.unet.set_attn_processor(CrossFrameAttnProcessor(batch_size=2))
+    pipe.controlnet.set_attn_processor(CrossFrameAttnProcessor(batch_size=2))
+    try:
+        latents = torch.randn((1, 4, 8, 8), generator=seeded(5)).repeat(FRAMES, 1, 1, 1)
+        ref = pipe(prompt=["a yellow square"] * FRAMES, image=[Image.fromarray(c) for c in cond], latents=latents,
+                   num_inference_steps=20, guidance_scale=9.0, output_type="np").images
+    finally:
+        from diffusers.models.attention_processor import AttnProcessor2_0
+        pipe.unet.set_attn_processor(AttnProcessor2_0())
+        pipe.controlnet.set_attn_processor(AttnProcessor2_0())
+    ours = control_video(tiny, "a yellow square", [cond], controlnets[:1], generator=seeded(5), compat="diffusers",
+                         progress=False).frames[0]
+    assert ours.shape == ref.shape == (FRAMES, 64, 64, 3)
+    assert np.abs(ours - ref).max() <= 2 / 255
+
+
+def test_controlnet_frames_share_one_noise_and_conditions_drive_them(tiny, controlnets):
+    cond = moving_square_video()
+    same = np.repeat(cond[:1], FRAMES, axis=0)
+    still = control_video(tiny, "a square", [same], controlnets[:1], generator=seeded(1), num_inference_steps=6,
+                          progress=False).frames[0]
+    moving = control_video(tiny, "a square", [cond], controlnets[:1], generator=seeded(1), num_inference_steps=6,
+                           progress=False).frames[0]
+    # Shared noise + equal conditions → equal frames; different conditions → different frames.
+    assert np.abs(still - still[:1]).max() < 1e-5
+    assert np.abs(moving[1:] - moving[:1]).max() > 1e-4
+
+
+def test_multi_controlnet_and_chunking(tiny, controlnets):
+    cond = moving_square_video(frames=5)
+    edges = 255 - cond
+    kw = dict(generator=seeded(3), num_inference_steps=5, progress=False)
+    one = control_video(tiny, "a square", [cond], controlnets[:1], **kw).frames
+    kw["generator"] = seeded(3)
+    two = control_video(tiny, "a square", [cond, edges], controlnets, scales=[1.0, 0.5], **kw).frames
+    assert np.abs(one - two).max() > 1e-4
+    kw["generator"] = seeded(3)
+    chunked = control_video(tiny, "a square", [cond, edges], controlnets, scales=[1.0, 0.5], chunk_size=2,
+                            **kw).frames
+    assert np.abs(chunked - two).max() < 1e-4
+
+
+def test_controlnet_errors(tiny, controlnets):
+    cond = moving_square_video()
+    with pytest.raises(UserError, match="one condition video per ControlNet"):
+        control_video(tiny, "x", [cond], controlnets, progress=False)
+    with pytest.raises(UserError, match="differ"):
+        control_video(tiny, "x", [cond, cond[:2]], controlnets, progress=False)
+    other = ControlNetModel(block_out_channels=(32, 64), cross_attention_dim=16, norm_num_groups=16,
+                            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), attention_head_dim=8)
+    with pytest.raises(UserError, match="does not match the base model"):
+        control_video(tiny, "x", [cond], [other], progress=False)
+
+
+def test_pix2pix_compat_equals_diffusers_with_cross_frame_attention(pix2pix):
+    video = moving_square_video()
+    pipe = StableDiffusionInstructPix2PixPipeline(**pix2pix, safety_checker=None, feature_extractor=None,
+                                                  requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    original = pipe.unet.attn_processors
+    pipe.unet.set_attn_processor(CrossFrameAttnProcessor(batch_size=3))
+    try:
+        ref = pipe(prompt=["make it red"] * FRAMES, image=[Image.fromarray(f) for f in video], generator=seeded(9),
+                   num_inference_steps=12, output_type="np").images
+    finally:
+        pipe.unet.set_attn_processor(original)
+    ours = edit_video(pix2pix, "make it red", video, generator=seeded(9), num_inference_steps=12,
+                      compat="diffusers", progress=False).frames[0]
+    assert np.abs(ours - ref).max() <= 2 / 255
+
+
+def test_pix2pix_chunked_equals_unchunked_even_with_an_ancestral_sampler(pix2pix):
+    video = moving_square_video(frames=5)
+    kw = dict(num_inference_steps=6, progress=False)
+    full = edit_video(pix2pix, "make it red", video, generator=seeded(2), **kw).frames
+    chunked = edit_video(pix2pix, "make it red", video, generator=seeded(2), chunk_size=3, **kw).frames
+    assert full.shape == (1, 5, 64, 64, 3)
+    assert np.abs(chunked - full).max() < 1e-4
+
+
+def test_edit_needs_an_eight_channel_unet(tiny):
+    with pytest.raises(UserError, match="8"):
+        edit_video(tiny, "make it red", moving_square_video(), progress=False)
