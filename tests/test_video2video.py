@@ -3,8 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from diffusers import ControlNetModel, EulerAncestralDiscreteScheduler, StableDiffusionControlNetPipeline, \
-    StableDiffusionInstructPix2PixPipeline
+from diffusers import (
+    ControlNetModel,
+    EulerAncestralDiscreteScheduler,
+    StableDiffusionControlNetPipeline,
+    StableDiffusionInstructPix2PixPipeline,
+)
 from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_video_zero import CrossFrameAttnProcessor
 from PIL import Image
 

@@ -110,6 +110,145 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     click.echo(str(path))
 
 
+def _video_input_options(fn: Any) -> Any:
+    """Options shared by the video-to-video commands (control, edit)."""
+    options = [
+        click.option("--model", default=None, help="Base checkpoint: diffusers folder, .safetensors file or hub id."),
+        click.option("--negative", default="", help="Negative prompt."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Random seed (a CPU torch.Generator)."),
+        click.option("--start", type=float, default=None, help="Start of the input clip, in seconds."),
+        click.option("--end", type=float, default=None, help="End of the input clip, in seconds."),
+        click.option("--every", type=int, default=1, show_default=True, help="Take every N-th input frame."),
+        click.option("--max-frames", type=int, default=None, help="At most this many frames."),
+        click.option("--resolution", type=int, default=512, show_default=True,
+                     help="Longer side of the frames (multiples of 8, aspect kept)."),
+        click.option("--fps", type=float, default=None, help="Output fps [default: source fps / --every]."),
+        click.option("--chunk-size", type=int, default=None, help="Frames per chunk (frame 1 in every chunk)."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
+        click.option("--dtype", default="auto", show_default=True, help="auto, float32, float16, bfloat16."),
+        click.option("--lora", multiple=True, help="LoRA weights as PATH[:SCALE]; repeatable."),
+        click.option("--allow-pickle", is_flag=True, help="Allow pickle (.ckpt/.bin) weights, which can run code."),
+        click.option("--compat", type=click.Choice(["t2vzero", "diffusers"]), default="t2vzero", show_default=True,
+                     help="'diffusers' reproduces diffusers' documented cross-frame recipe."),
+        click.option("-o", "--output", default="video.mp4", show_default=True,
+                     help="Output: .mp4, .webm, .gif, or a folder of numbered PNGs."),
+        click.option("--sheet", is_flag=True, help="Also write a contact sheet: input, condition and output rows."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _load_clip(input_video: str, o: dict[str, Any]) -> tuple[Any, float]:
+    from .inputs import fit_resolution, load_clip
+    from .models import check_dtype_name
+    from .video import check_output_path
+
+    if o["chunk_size"] is not None and o["chunk_size"] < 2:
+        raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {o['chunk_size']}")
+    if o["fps"] is not None and o["fps"] <= 0:
+        raise UserError(f"fps must be positive, got {o['fps']}")
+    check_output_path(o["output"])
+    check_dtype_name(o["dtype"])
+    frames, fps = load_clip(input_video, start=o["start"], end=o["end"], every=o["every"],
+                            max_frames=o["max_frames"], fps=o["fps"])
+    return fit_resolution(frames, o["resolution"]), o["fps"] or fps or 8.0
+
+
+def _finish(result: Any, o: dict[str, Any], fps: float, rows: list[Any]) -> None:
+    from .video import contact_sheet, sheet_path, write_video
+
+    video = result.uint8()[0]
+    path = write_video(video, o["output"], fps=fps)
+    if o["sheet"]:
+        contact_sheet([*rows, video], sheet_path(o["output"]))
+    click.echo(str(path))
+
+
+@main.command()
+@click.argument("input_video")
+@click.argument("prompt")
+@click.option("--controlnet", "controlnets", multiple=True, required=True,
+              help="ControlNet as MODEL[:SCALE] (folder, .safetensors or hub id); repeatable.")
+@click.option("--condition", "conditions", multiple=True,
+              help="Per ControlNet, in order: canny, depth, pose, or a video/folder of precomputed maps "
+              "[default: canny].")
+@click.option("--condition-video", "condition_videos", multiple=True,
+              help="Precomputed condition maps (e.g. a rendered skeleton video); same as --condition PATH.")
+@click.option("--annotator", default=None, help="Folder (or hub id) of controlnet_aux annotator weights.")
+@click.option("--canny-low", type=int, default=100, show_default=True)
+@click.option("--canny-high", type=int, default=200, show_default=True)
+@click.option("--steps", type=int, default=20, show_default=True, help="Denoising steps.")
+@click.option("--guidance", type=float, default=9.0, show_default=True, help="Classifier-free guidance scale.")
+@_video_input_options
+def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditions: tuple[str, ...],
+            condition_videos: tuple[str, ...], annotator: str | None, canny_low: int, canny_high: int, steps: int,
+            guidance: float, **o: Any) -> None:
+    """ControlNet video: follow INPUT_VIDEO's edges, depth or pose with PROMPT (paper §4.2)."""
+    from .inputs import ANNOTATORS, annotate, load_clip, match_condition_video
+
+    check_prompt_text(prompt)
+    if steps < 1:
+        raise UserError(f"steps must be at least 1 (got {steps}); e.g. --steps 20")
+    kinds = list(conditions) + list(condition_videos)
+    kinds += ["canny"] * (len(controlnets) - len(kinds))
+    if len(kinds) != len(controlnets):
+        raise UserError(f"{len(kinds)} conditions for {len(controlnets)} ControlNets; give one per --controlnet")
+    frames, fps = _load_clip(input_video, o)
+    maps = []
+    for kind in kinds:
+        if kind in ANNOTATORS:
+            maps.append(annotate(frames, kind, annotator, low=canny_low, high=canny_high))
+        else:
+            # Clipped and strided like the input, so that map k belongs to frame k.
+            cond, _ = load_clip(kind, start=o["start"], end=o["end"], every=o["every"], max_frames=o["max_frames"],
+                                fps=o["fps"])
+            maps.append(match_condition_video(cond, frames, kind))
+    _quiet_libraries()
+    import torch
+
+    from .models import load_controlnet
+    from .pipeline import TextToVideoZero
+
+    pipe = TextToVideoZero.from_pretrained(o["model"], device=o["device"], dtype=o["dtype"], lora=o["lora"],
+                                           allow_pickle=o["allow_pickle"])
+    nets = [load_controlnet(spec, device=o["device"], dtype=o["dtype"], allow_pickle=o["allow_pickle"])
+            for spec in controlnets]
+    result = pipe.control(prompt, maps, [n for n, _ in nets], scales=[s for _, s in nets],
+                          negative_prompt=o["negative"],
+                          num_inference_steps=steps, guidance_scale=guidance,
+                          generator=torch.Generator().manual_seed(o["seed"]), chunk_size=o["chunk_size"],
+                          compat=o["compat"])
+    _finish(result, o, fps, [frames, *maps])
+
+
+@main.command()
+@click.argument("input_video")
+@click.argument("instruction")
+@click.option("--steps", type=int, default=50, show_default=True, help="Denoising steps.")
+@click.option("--guidance", type=float, default=7.5, show_default=True, help="Text guidance scale.")
+@click.option("--image-guidance", type=float, default=1.5, show_default=True, help="Image guidance scale.")
+@_video_input_options
+def edit(input_video: str, instruction: str, steps: int, guidance: float, image_guidance: float, **o: Any) -> None:
+    """Edit INPUT_VIDEO by INSTRUCTION with an Instruct-Pix2Pix checkpoint (paper §4.3)."""
+    check_prompt_text(instruction)
+    if steps < 1:
+        raise UserError(f"steps must be at least 1 (got {steps}); e.g. --steps 50")
+    frames, fps = _load_clip(input_video, o)
+    _quiet_libraries()
+    import torch
+
+    from .pipeline import TextToVideoZero
+
+    pipe = TextToVideoZero.from_pretrained(o["model"], device=o["device"], dtype=o["dtype"], lora=o["lora"],
+                                           allow_pickle=o["allow_pickle"])
+    result = pipe.edit(instruction, frames, negative_prompt=o["negative"], num_inference_steps=steps,
+                       guidance_scale=guidance, image_guidance_scale=image_guidance,
+                       generator=torch.Generator().manual_seed(o["seed"]), chunk_size=o["chunk_size"],
+                       compat=o["compat"])
+    _finish(result, o, fps, [frames])
+
+
 def _quiet_libraries() -> None:
     """Our progress bar is the only one on stderr; library loading bars and notices would bury it."""
     import diffusers

@@ -146,3 +146,25 @@ def read_model_defaults(model: str) -> dict[str, Any]:
     """Generation defaults a model folder may carry in `t2vzero.json` (e.g. its native size)."""
     path = Path(model) / DEFAULTS_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def load_controlnet(spec: str | tuple[str, float], *, device: str | None = None, dtype: str | None = None,
+                    allow_pickle: bool = False) -> tuple[Any, float]:
+    """A ControlNet from `MODEL[:SCALE]` (diffusers folder, .safetensors file or hub id) and its scale."""
+    from diffusers import ControlNetModel
+
+    model, scale = parse_lora(spec) if isinstance(spec, str) else spec
+    path = Path(model).expanduser()
+    if not path.exists() and not _HUB_ID.match(model):
+        raise UserError(f"ControlNet {model} does not exist; give a diffusers folder, a .safetensors file or a hub id")
+    _check_pickle(path, allow_pickle)
+    try:
+        if path.is_file():
+            net = ControlNetModel.from_single_file(str(path))
+        else:
+            net = ControlNetModel.from_pretrained(model, use_safetensors=None if allow_pickle else True)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"could not load ControlNet {model}: {reason}") from exc
+    dev = resolve_device(device)
+    return net.to(dev, resolve_dtype(dtype, dev)).eval(), scale

@@ -73,3 +73,15 @@ class TextToVideoZero:
             motion=tuple(pick("motion", motion)), t0=pick("t0", t0), t1=pick("t1", t1), chunk_size=chunk_size,
             cross_frame=cross_frame_attention, compat=compat, progress=progress,
         )
+
+    def control(self, prompt: str, conditions: Sequence[Any], controlnets: Sequence[Any], **kwargs: Any) -> VideoOutput:
+        """ControlNet video (paper §4.2); see `t2vzero.modes.video2video.control_video`."""
+        from .modes.video2video import control_video
+
+        return control_video(self.components, prompt, conditions, controlnets, **kwargs)
+
+    def edit(self, instruction: str, frames: Any, **kwargs: Any) -> VideoOutput:
+        """Video Instruct-Pix2Pix (paper §4.3); see `t2vzero.modes.video2video.edit_video`."""
+        from .modes.video2video import edit_video
+
+        return edit_video(self.components, instruction, frames, **kwargs)

@@ -1,0 +1,107 @@
+"""Input videos for video-to-video: clipping, striding, resizing, and condition maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .video import read_video
+
+ANNOTATORS = ("canny", "depth", "pose")
+
+
+def load_clip(path: str | Path, *, start: float | None = None, end: float | None = None, every: int = 1,
+              max_frames: int | None = None, fps: float | None = None) -> tuple[np.ndarray, float | None]:
+    """Frames of `path` between `start` and `end` seconds, every `every`-th, at most `max_frames`.
+
+    Returns the frames and the output rate (source fps / stride). A folder of frames has no rate of its
+    own; `fps` stands in for it.
+    """
+    if every < 1:
+        raise UserError(f"--every must be at least 1, got {every}")
+    if max_frames is not None and max_frames < 1:
+        raise UserError(f"--max-frames must be at least 1, got {max_frames}")
+    frames, src_fps = read_video(path)
+    src_fps = src_fps or fps
+    if start is not None or end is not None:
+        if not src_fps:
+            raise UserError(f"{path} has no frame rate, so --start/--end need --fps")
+        duration = len(frames) / src_fps
+        lo, hi = start or 0.0, duration if end is None else end
+        if lo < 0 or lo >= duration or hi <= lo or hi > duration + 0.5 / src_fps:
+            raise UserError(f"time range {lo:g}s–{hi:g}s is outside {path}, which is {duration:.2f}s long")
+        first, last = round(lo * src_fps), min(len(frames), round(hi * src_fps))
+        frames = frames[first:last]
+    frames = frames[::every]
+    if max_frames is not None:
+        frames = frames[:max_frames]
+    return frames, (src_fps / every if src_fps else None)
+
+
+def fit_resolution(frames: np.ndarray, resolution: int) -> np.ndarray:
+    """Resize so the longer side is `resolution`, both sides multiples of 8, aspect kept."""
+    import cv2
+
+    if resolution < 8:
+        raise UserError(f"--resolution must be at least 8, got {resolution}")
+    h, w = frames.shape[1:3]
+    scale = resolution / max(h, w)
+    new_h, new_w = (max(8, round(s * scale / 8) * 8) for s in (h, w))
+    if (new_h, new_w) == (h, w):
+        return frames
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(f, (new_w, new_h), interpolation=interp) for f in frames])
+
+
+def canny(frames: np.ndarray, low: int = 100, high: int = 200) -> np.ndarray:
+    """OpenCV Canny edges as 3-channel uint8 maps (white edges on black), the canny ControlNet's input."""
+    import cv2
+
+    edges = [cv2.Canny(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), low, high) for f in frames]
+    return np.repeat(np.stack(edges)[..., None], 3, axis=-1)
+
+
+def annotate(frames: np.ndarray, kind: str, annotator_path: str | None = None, *, low: int = 100,
+             high: int = 200) -> np.ndarray:
+    """Condition maps for `kind` (canny, depth, pose); depth and pose use controlnet_aux annotators."""
+    if kind == "canny":
+        return canny(frames, low, high)
+    if kind not in ANNOTATORS:
+        raise UserError(f"unknown condition {kind!r}; use canny, depth, pose or a condition video path")
+    try:
+        import controlnet_aux
+    except ImportError:
+        raise UserError(f"--condition {kind} needs the controlnet_aux annotators (pip install controlnet-aux) and "
+                        "their weights via --annotator PATH; or pass precomputed maps with --condition-video") from None
+    if not annotator_path:
+        raise UserError(f"--condition {kind} needs annotator weights: --annotator PATH (a local copy of "
+                        "lllyasviel/Annotators, or that id when online); or use --condition-video")
+    from PIL import Image
+
+    detector_cls = controlnet_aux.MidasDetector if kind == "depth" else controlnet_aux.OpenposeDetector
+    try:
+        detector = detector_cls.from_pretrained(annotator_path)
+    except Exception as exc:
+        raise UserError(f"could not load {kind} annotator weights from {annotator_path}: "
+                        f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
+    h, w = frames.shape[1:3]
+    maps = [np.asarray(detector(Image.fromarray(f)).convert("RGB").resize((w, h))) for f in frames]
+    return np.stack(maps)
+
+
+def match_condition_video(condition: np.ndarray, frames: np.ndarray, name: str) -> np.ndarray:
+    """Check a precomputed condition video against the input (frame count, aspect) and resize it."""
+    import cv2
+
+    if len(condition) != len(frames):
+        raise UserError(f"condition video {name} has {len(condition)} frames but the input has {len(frames)}; "
+                        "clip both the same way")
+    ch, cw = condition.shape[1:3]
+    h, w = frames.shape[1:3]
+    if abs(cw / ch - w / h) > 0.02 * (w / h):
+        raise UserError(f"condition video {name} is {cw}x{ch} but the input is {w}x{h}: their aspect ratios differ")
+    if (ch, cw) != (h, w):
+        condition = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_NEAREST) for c in condition])
+    return condition

@@ -1,0 +1,139 @@
+"""`t2vzero control` and `t2vzero edit` end to end on tiny models, and their bad inputs."""
+
+import os
+
+import numpy as np
+import pytest
+
+from t2vzero.cli import run
+from t2vzero.errors import UserError
+from t2vzero.inputs import canny, fit_resolution, load_clip
+from t2vzero.video import read_video, write_video
+
+
+def square_video(frames=6, h=48, w=64):
+    video = np.full((frames, h, w, 3), 30, np.uint8)
+    for i in range(frames):
+        video[i, 12:32, 4 + 5 * i: 24 + 5 * i] = (230, 60, 40)
+    return video
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    return write_video(square_video(), tmp_path_factory.mktemp("in") / "clip/", fps=8)
+
+
+@pytest.fixture(scope="module")
+def controlnet_dir(tmp_path_factory, tiny):
+    from diffusers import ControlNetModel
+
+    path = tmp_path_factory.mktemp("cn") / "controlnet"
+    ControlNetModel.from_unet(tiny["unet"]).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pix2pix_dir(tmp_path_factory):
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    from t2vzero.tiny import make_tiny_components
+
+    path = tmp_path_factory.mktemp("p2p") / "pix2pix"
+    StableDiffusionInstructPix2PixPipeline(**make_tiny_components(seed=3, in_channels=8), safety_checker=None,
+                                           feature_extractor=None, requires_safety_checker=False).save_pretrained(
+        path, safe_serialization=True)
+    return path
+
+
+def cli(capsys, *args):
+    code = run([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_load_clip_range_stride_and_limits(tmp_path):
+    path = write_video(square_video(frames=16), tmp_path / "v.mp4", fps=8)
+    frames, fps = load_clip(path, start=0.5, end=1.5, every=2)
+    assert len(frames) == 4 and fps == pytest.approx(4.0)
+    frames, _ = load_clip(path, max_frames=3)
+    assert len(frames) == 3
+    for start, end in ((3.0, None), (0.5, 0.25), (0.0, 5.0), (-1.0, None)):
+        with pytest.raises(UserError, match="outside"):
+            load_clip(path, start=start, end=end)
+
+
+def test_fit_resolution_keeps_aspect_with_multiples_of_8():
+    out = fit_resolution(np.zeros((2, 480, 640, 3), np.uint8), 512)
+    assert out.shape == (2, 384, 512, 3)
+    out = fit_resolution(np.zeros((1, 100, 50, 3), np.uint8), 64)
+    assert out.shape[1:3] == (64, 32)
+
+
+def test_canny_finds_the_square_edges():
+    edges = canny(square_video(frames=1))
+    assert edges.shape == (1, 48, 64, 3) and edges.dtype == np.uint8
+    ys, xs = np.nonzero(edges[0, ..., 0])
+    assert 10 <= ys.min() <= 13 and 30 <= ys.max() <= 33 and 2 <= xs.min() <= 5
+
+
+def test_control_writes_video_and_sheet(capsys, tmp_path, tiny_model_dir, controlnet_dir, clip_dir):
+    out = tmp_path / "ctrl.mp4"
+    code, stdout, err = cli(capsys, "control", clip_dir, "a red square", "--model", tiny_model_dir,
+                            "--controlnet", f"{controlnet_dir}:0.8", "--controlnet", controlnet_dir,
+                            "--condition", "canny", "--condition-video", clip_dir, "--resolution", 64,
+                            "--steps", 3, "--chunk-size", 3, "-o", out, "--sheet", "--fps", 5)
+    assert code == 0, err
+    frames, fps = read_video(out)
+    assert frames.shape == (6, 48, 64, 3) and fps == pytest.approx(5)
+    assert stdout.strip() == str(out) and (tmp_path / "ctrl_sheet.png").is_file()
+
+
+def test_edit_writes_video_at_source_rate_over_stride(capsys, tmp_path, pix2pix_dir):
+    src = write_video(square_video(frames=8), tmp_path / "src.mp4", fps=8)
+    out = tmp_path / "edit"
+    code, _, err = cli(capsys, "edit", src, "make it blue", "--model", pix2pix_dir, "--resolution", 64,
+                       "--steps", 3, "--every", 2, "-o", f"{out}/")
+    assert code == 0, err
+    assert len(os.listdir(out)) == 4
+
+
+@pytest.mark.parametrize("case", ["not-video", "empty", "range", "frames", "aspect", "arch", "channels", "depth"])
+def test_video_to_video_bad_input(capsys, tmp_path, tiny_model_dir, controlnet_dir, pix2pix_dir, clip_dir, case):
+    text = tmp_path / "notes.mp4"
+    text.write_text("hello")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    short = write_video(square_video(frames=3), tmp_path / "short/", fps=8)
+    square = write_video(np.zeros((6, 64, 64, 3), np.uint8), tmp_path / "square/", fps=8)
+    from diffusers import ControlNetModel
+
+    other = tmp_path / "other-cn"
+    ControlNetModel(block_out_channels=(32, 64), cross_attention_dim=16, norm_num_groups=16,
+                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), attention_head_dim=8,
+                    ).save_pretrained(other)
+    base = ["--model", tiny_model_dir, "--resolution", 64, "--steps", 2, "-o", tmp_path / "out.mp4"]
+    control = ["control", clip_dir, "x", "--controlnet", controlnet_dir]
+    args, match = {
+        "not-video": (["control", text, "x", "--controlnet", controlnet_dir], "not a readable video"),
+        "empty": (["control", empty, "x", "--controlnet", controlnet_dir], "no image frames"),
+        "range": ([*control, "--start", 10, "--fps", 8], "outside"),
+        "frames": ([*control, "--condition-video", short], "has 3 frames but the input has 6"),
+        "aspect": ([*control, "--condition-video", square], "aspect ratios differ"),
+        "arch": (["control", clip_dir, "x", "--controlnet", other], "does not match the base model"),
+        "channels": (["edit", clip_dir, "x"], "input channels"),
+        "depth": ([*control, "--condition", "depth"], "--condition-video"),
+    }[case]
+    code, _out, err = cli(capsys, *args, *base)
+    assert code == 2 and match in err and err.startswith("error:") and err.count("\n") == 1, err
+    assert not (tmp_path / "out.mp4").exists()
+    if case == "channels":
+        code, _, err = cli(capsys, "edit", clip_dir, "x", "--model", pix2pix_dir, "--resolution", 64, "--steps", 0,
+                           "-o", tmp_path / "out.mp4")
+        assert code == 2 and "steps" in err
+
+
+def test_annotator_weights_must_exist_for_pose():
+    with pytest.raises(UserError, match="--condition-video"):
+        from t2vzero.inputs import annotate
+
+        annotate(square_video(frames=1), "pose", None)
