@@ -81,3 +81,20 @@ def test_device_and_dtype_resolution():
     assert resolve_dtype("bf16", "cpu") == torch.bfloat16
     with pytest.raises(UserError, match="unknown dtype"):
         resolve_dtype("int8", "cpu")
+
+
+def test_single_file_safetensors_loads_offline_with_a_config_folder(tiny, tiny_model_dir, tmp_path, capsys):
+    from ldm_format import save_ldm_checkpoint
+    from t2vzero.cli import run
+
+    path = tmp_path / "tiny-sd.safetensors"
+    save_ldm_checkpoint(tiny, path)
+    components, _ = load_components(str(path), config=str(tiny_model_dir))
+    for name in ("unet", "vae", "text_encoder"):
+        ours, theirs = tiny[name].state_dict(), components[name].state_dict()
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k].reshape(ours[k].shape)) for k in ours)
+    out = tmp_path / "v.gif"
+    code = run(["generate", "a red circle", "--model", str(path), "--config", str(tiny_model_dir), "--size", "64x64",
+                "--steps", "3", "--frames", "2", "-o", str(out)])
+    assert code == 0 and out.is_file(), capsys.readouterr().err

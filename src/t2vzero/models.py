@@ -74,11 +74,11 @@ def _check_pickle(path: Path, allow_pickle: bool) -> None:
                             "loaded; convert them to safetensors or pass --allow-pickle if you trust them")
 
 
-def _load_pipeline(model: str, allow_pickle: bool, config: str | None) -> Any:
+def _load_pipeline(model: str, allow_pickle: bool, config: str | None, torch_dtype: Any) -> Any:
     from diffusers import StableDiffusionPipeline
 
     path = Path(model).expanduser()
-    common: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
+    common: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False, "torch_dtype": torch_dtype}
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise UserError(f"{path} is not a Stable Diffusion checkpoint in the diffusers layout "
@@ -113,14 +113,16 @@ def load_components(model: str | Path | None = None, *, device: str | None = Non
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     try:
-        pipe = _load_pipeline(model, allow_pickle, config)
+        pipe = _load_pipeline(model, allow_pickle, config, torch_dtype)
     except UserError:
         raise
     except Exception as exc:  # diffusers raises many types; the user needs the one-line reason
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"could not load {model} as a Stable Diffusion checkpoint: {reason}") from exc
+        hint = ("; offline, a single file needs --config with a diffusers folder of the same architecture"
+                if Path(model).is_file() and config is None else "")
+        raise UserError(f"could not load {model} as a Stable Diffusion checkpoint: {reason}{hint}") from exc
     _apply_loras(pipe, lora, allow_pickle)
-    pipe.to(dev, torch_dtype)
+    pipe.to(dev)
     components = {name: getattr(pipe, name) for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")}
     return components, read_model_defaults(model)
 
