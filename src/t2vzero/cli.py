@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -247,6 +248,46 @@ def edit(input_video: str, instruction: str, steps: int, guidance: float, image_
                        generator=torch.Generator().manual_seed(o["seed"]), chunk_size=o["chunk_size"],
                        compat=o["compat"])
     _finish(result, o, fps, [frames])
+
+
+@main.command(name="eval")
+@click.argument("videos", nargs=-1, required=True)
+@click.option("--prompt", default=None, help="The prompt (CLIP-T; the judge for built-in-model captions).")
+@click.option("--source", default=None, help="The source clip of an edit: warp error uses its optical flow.")
+@click.option("--clip", "clip_model", default=None, help="CLIP weights (folder or hub id) for CLIP-T and CLIP-F.")
+@click.option("--compare", is_flag=True, help="Several videos side by side in one table and one plot.")
+@click.option("--report", default=None, help="JSON report path [default: <first video>_eval.json].")
+@click.option("--plot", default=None, help="PNG plot of per-frame scores [default: <first video>_eval.png].")
+def evaluate(videos: tuple[str, ...], prompt: str | None, source: str | None, clip_model: str | None, compare: bool,
+             report: str | None, plot: str | None) -> None:
+    """Score VIDEO(S): CLIP-T, CLIP-F (consecutive), warp error, and the judge for built-in-model videos."""
+    if len(videos) > 1 and not compare:
+        raise UserError("several videos need --compare (one table and one plot for all)")
+    from .evaluate import evaluate_video, plot_reports, table, write_json
+    from .video import read_video
+
+    for v in videos:
+        read_video(v)  # fail fast with a one-line error on a missing or unreadable video
+    base = Path(videos[0])
+    stem = base.parent / (base.stem if base.suffix else base.name.rstrip("/"))
+    report_path, plot_path = Path(report or f"{stem}_eval.json"), Path(plot or f"{stem}_eval.png")
+    scorer = None
+    if clip_model is None:
+        click.echo("note: no --clip weights given; CLIP-T and CLIP-F are skipped", err=True)
+    else:
+        _quiet_libraries()
+        from .metrics import ClipScorer
+
+        try:
+            scorer = ClipScorer(clip_model)
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"could not load CLIP weights {clip_model}: {reason}") from exc
+    reports = [evaluate_video(v, prompt=prompt, source=source, scorer=scorer) for v in videos]
+    write_json(reports if compare else reports[0], report_path)
+    plot_reports(reports, plot_path)
+    click.echo(table(reports))
+    click.echo(f"report: {report_path}\nplot: {plot_path}")
 
 
 def _quiet_libraries() -> None:
