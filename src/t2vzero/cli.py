@@ -290,6 +290,31 @@ def evaluate(videos: tuple[str, ...], prompt: str | None, source: str | None, cl
     click.echo(f"report: {report_path}\nplot: {plot_path}")
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes it.")
+@click.option("--port", type=int, default=7860, show_default=True)
+@click.option("--models", multiple=True, help="Allow-listed models (folders or hub ids); repeatable.")
+@click.option("--controlnets", multiple=True, help="Allow-listed ControlNets; repeatable.")
+@click.option("--max-upload-mb", type=int, default=50, show_default=True)
+@click.option("--max-seconds", type=float, default=10.0, show_default=True, help="Longest input clip.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+def app(host: str, port: int, models: tuple[str, ...], controlnets: tuple[str, ...], max_upload_mb: int,
+        max_seconds: float, device: str, dtype: str) -> None:
+    """Serve the web app (Gradio): text→video, ControlNet video, editing."""
+    from .models import check_dtype_name
+
+    check_dtype_name(dtype)
+    try:
+        import gradio  # noqa: F401 (only to say clearly when it is missing)
+
+        from .app import AppConfig, serve
+    except ImportError as exc:
+        raise UserError(f"the app needs gradio ({exc.name} is missing): pip install 't2vzero[app]'") from None
+    _quiet_libraries()
+    serve(AppConfig(list(models), list(controlnets), max_upload_mb, max_seconds, device, dtype), host, port)
+
+
 def _quiet_libraries() -> None:
     """Our progress bar is the only one on stderr; library loading bars and notices would bury it."""
     import diffusers

@@ -1,0 +1,221 @@
+"""`t2vzero app`: a Gradio web app, one tab per mode, a thin layer over the same functions as the CLI.
+
+Safe by default: binds 127.0.0.1, one generation at a time (queue), upload size and clip length limits,
+models only from an allow-list (dropdowns, never typed paths), outputs in a private temp dir removed on exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BUILT_IN = "built-in"
+
+
+@dataclass
+class AppConfig:
+    """What the server allows: model and ControlNet allow-lists, limits, device."""
+
+    models: list[str] = field(default_factory=list)
+    controlnets: list[str] = field(default_factory=list)
+    max_upload_mb: int = 50
+    max_seconds: float = 10.0
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+class Runner:
+    """Loads allow-listed models on first use and runs the modes; outputs go to a private temp dir."""
+
+    def __init__(self, config: AppConfig, workdir: Path) -> None:
+        self.config, self.workdir, self._cache = config, workdir, {}
+
+    def choices(self) -> list[str]:
+        return [BUILT_IN, *self.config.models]
+
+    def pipe(self, name: str) -> Any:
+        from .errors import UserError
+        from .pipeline import TextToVideoZero
+
+        if name not in self.choices():
+            raise UserError(f"model {name!r} is not on this server's allow-list")
+        if name not in self._cache:
+            self._cache[name] = TextToVideoZero.from_pretrained(None if name == BUILT_IN else name,
+                                                                device=self.config.device, dtype=self.config.dtype)
+        return self._cache[name]
+
+    def controlnet(self, name: str) -> Any:
+        from .errors import UserError
+        from .models import load_controlnet
+
+        if name not in self.config.controlnets:
+            raise UserError(f"ControlNet {name!r} is not on this server's allow-list")
+        key = ("controlnet", name)
+        if key not in self._cache:
+            self._cache[key] = load_controlnet(name, device=self.config.device, dtype=self.config.dtype)[0]
+        return self._cache[key]
+
+    def clip(self, upload: str | None, every: int, max_frames: int | None, resolution: int) -> tuple[Any, float]:
+        from .errors import UserError
+        from .inputs import fit_resolution, load_clip
+
+        if not upload:
+            raise UserError("upload a video first")
+        if os.path.getsize(upload) > self.config.max_upload_mb * 2**20:
+            raise UserError(f"the upload is larger than this server's limit of {self.config.max_upload_mb} MB")
+        frames, fps = load_clip(upload, every=int(every), max_frames=int(max_frames) if max_frames else None)
+        if fps and len(frames) * int(every) / fps > self.config.max_seconds + 1e-6:
+            raise UserError(f"the clip is longer than this server's limit of {self.config.max_seconds:g} s; "
+                            "lower 'max frames' or raise --max-seconds")
+        return fit_resolution(frames, int(resolution)), fps or 8.0
+
+    def save(self, result: Any, rows: list[Any], fps: float) -> tuple[str, str]:
+        from .video import contact_sheet, write_video
+
+        out = Path(tempfile.mkdtemp(dir=self.workdir))
+        video = result.uint8()[0]
+        path = write_video(video, out / "video.mp4", fps=fps)
+        sheet = contact_sheet([*rows, video], out / "video_sheet.png")
+        return str(path), str(sheet)
+
+
+def build(runner: Runner) -> Any:
+    """The Gradio Blocks: tabs for text→video, ControlNet video and editing."""
+    import gradio as gr
+    import torch
+
+    from .errors import UserError
+    from .inputs import ANNOTATORS, annotate
+
+    def guarded(fn: Any) -> Any:
+        def run(*args: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:  # noqa: B008 (Gradio's idiom)
+            try:
+                return fn(*args)
+            except UserError as exc:
+                raise gr.Error(str(exc)) from None
+        return run
+
+    def text_to_video(model, prompt, negative, frames, steps, guidance, seed, width, height, dx, dy, t0, t1,
+                      chunk, no_cfa, no_motion, fps):
+        pipe = runner.pipe(model)
+        result = pipe(prompt, negative_prompt=negative, video_length=int(frames),
+                      num_inference_steps=int(steps) or None,
+                      guidance_scale=guidance or None, generator=torch.Generator().manual_seed(int(seed)),
+                      width=int(width) or None, height=int(height) or None,
+                      motion=(0.0, 0.0) if no_motion else ((dx, dy) if dx is not None and dy is not None else None),
+                      t0=int(t0), t1=int(t1), chunk_size=int(chunk) or None, cross_frame_attention=not no_cfa)
+        return runner.save(result, [], float(fps))
+
+    def control(upload, model, controlnet, condition, prompt, negative, steps, guidance, scale, seed, every,
+                max_frames, resolution, low, high, chunk):
+        frames, fps = runner.clip(upload, every, max_frames, resolution)
+        maps = annotate(frames, condition, None, low=int(low), high=int(high))
+        result = runner.pipe(model).control(prompt, [maps], [runner.controlnet(controlnet)], scales=[scale],
+                                            negative_prompt=negative, num_inference_steps=int(steps),
+                                            guidance_scale=guidance, chunk_size=int(chunk) or None,
+                                            generator=torch.Generator().manual_seed(int(seed)))
+        return runner.save(result, [frames, maps], fps)
+
+    def edit(upload, model, instruction, negative, steps, guidance, image_guidance, seed, every, max_frames,
+             resolution, chunk):
+        frames, fps = runner.clip(upload, every, max_frames, resolution)
+        result = runner.pipe(model).edit(instruction, frames, negative_prompt=negative, num_inference_steps=int(steps),
+                                         guidance_scale=guidance, image_guidance_scale=image_guidance,
+                                         chunk_size=int(chunk) or None,
+                                         generator=torch.Generator().manual_seed(int(seed)))
+        return runner.save(result, [frames], fps)
+
+    def outputs() -> list[Any]:
+        return [gr.Video(label="video", buttons=["download"]), gr.Image(label="contact sheet", type="filepath")]
+
+    with gr.Blocks(title="t2vzero") as demo:
+        gr.Markdown("# t2vzero — Text2Video-Zero\nZero-shot video from Stable Diffusion (Khachatryan et al., 2023).")
+        with gr.Tab("Text → video"):
+            model = gr.Dropdown(runner.choices(), value=BUILT_IN, label="model")
+            prompt = gr.Textbox(label="prompt", value="a red circle on a blue background", elem_id="t2v-prompt")
+            with gr.Accordion("advanced", open=False):
+                negative = gr.Textbox(label="negative prompt", value="")
+                frames = gr.Slider(1, 64, value=8, step=1, label="frames")
+                steps = gr.Number(value=0, precision=0, label="steps (0: the model's, else 50)")
+                guidance = gr.Number(value=0, label="guidance (0: the model's, else 7.5; ≤ 1 turns it off)")
+                seed = gr.Number(value=0, precision=0, label="seed")
+                width = gr.Number(value=0, precision=0, label="width (0: the model's)")
+                height = gr.Number(value=0, precision=0, label="height (0: the model's)")
+                dx = gr.Number(value=None, label="motion δx (empty: the model's, else 12)")
+                dy = gr.Number(value=None, label="motion δy (empty: the model's, else 12)")
+                t0 = gr.Number(value=881, precision=0, label="t0")
+                t1 = gr.Number(value=941, precision=0, label="t1")
+                chunk = gr.Number(value=0, precision=0, label="chunk size (0: whole video)")
+                no_cfa = gr.Checkbox(label="no cross-frame attention (ablation)")
+                no_motion = gr.Checkbox(label="no motion (ablation)")
+                fps = gr.Number(value=4, label="fps")
+            go = gr.Button("Generate", variant="primary", elem_id="t2v-generate")
+            out = outputs()
+            inputs = [model, prompt, negative, frames, steps, guidance, seed, width, height, dx, dy, t0, t1, chunk,
+                      no_cfa, no_motion, fps]
+            go.click(guarded(text_to_video), inputs, out)
+            gr.Examples([[BUILT_IN, p] for p in ("a red circle on a blue background",
+                                                 "a yellow triangle on a purple background",
+                                                 "a white square on a green background")], [model, prompt])
+        with gr.Tab("ControlNet video"):
+            upload = gr.Video(label="input video", sources=["upload"])
+            c_model = gr.Dropdown(runner.choices(), value=BUILT_IN, label="model")
+            c_net = gr.Dropdown(runner.config.controlnets, value=(runner.config.controlnets or [None])[0],
+                                label="ControlNet (allow-list)")
+            condition = gr.Dropdown(list(ANNOTATORS), value="canny", label="condition")
+            c_prompt = gr.Textbox(label="prompt")
+            with gr.Accordion("advanced", open=False):
+                c_neg = gr.Textbox(label="negative prompt", value="")
+                c_steps = gr.Number(value=20, precision=0, label="steps")
+                c_guid = gr.Number(value=9.0, label="guidance")
+                c_scale = gr.Number(value=1.0, label="ControlNet scale")
+                c_seed = gr.Number(value=0, precision=0, label="seed")
+                c_every = gr.Number(value=1, precision=0, label="every N-th frame")
+                c_max = gr.Number(value=8, precision=0, label="max frames")
+                c_res = gr.Number(value=512, precision=0, label="resolution (longer side)")
+                c_low = gr.Number(value=100, precision=0, label="canny low")
+                c_high = gr.Number(value=200, precision=0, label="canny high")
+                c_chunk = gr.Number(value=0, precision=0, label="chunk size (0: whole video)")
+            c_go = gr.Button("Generate", variant="primary", elem_id="control-generate")
+            c_out = outputs()
+            c_go.click(guarded(control), [upload, c_model, c_net, condition, c_prompt, c_neg, c_steps, c_guid, c_scale,
+                                          c_seed, c_every, c_max, c_res, c_low, c_high, c_chunk], c_out)
+        with gr.Tab("Edit by instruction"):
+            e_upload = gr.Video(label="input video", sources=["upload"], elem_id="edit-upload")
+            e_model = gr.Dropdown(runner.choices(), value=BUILT_IN, label="Instruct-Pix2Pix model")
+            instruction = gr.Textbox(label="instruction", elem_id="edit-instruction")
+            with gr.Accordion("advanced", open=False):
+                e_neg = gr.Textbox(label="negative prompt", value="")
+                e_steps = gr.Number(value=50, precision=0, label="steps")
+                e_guid = gr.Number(value=7.5, label="guidance")
+                e_img = gr.Number(value=1.5, label="image guidance")
+                e_seed = gr.Number(value=0, precision=0, label="seed")
+                e_every = gr.Number(value=1, precision=0, label="every N-th frame")
+                e_max = gr.Number(value=8, precision=0, label="max frames")
+                e_res = gr.Number(value=512, precision=0, label="resolution (longer side)")
+                e_chunk = gr.Number(value=0, precision=0, label="chunk size (0: whole video)")
+            e_go = gr.Button("Edit", variant="primary", elem_id="edit-generate")
+            e_out = outputs()
+            e_go.click(guarded(edit), [e_upload, e_model, instruction, e_neg, e_steps, e_guid, e_img, e_seed, e_every,
+                                       e_max, e_res, e_chunk], e_out)
+    return demo
+
+
+def serve(config: AppConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
+    """Build and launch; the private temp dir (Gradio's cache included) goes when the server stops."""
+    workdir = Path(tempfile.mkdtemp(prefix="t2vzero-app-"))
+    atexit.register(shutil.rmtree, workdir, True)
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    demo = build(Runner(config, workdir))
+    demo.queue(default_concurrency_limit=1)
+    try:
+        demo.launch(server_name=host, server_port=port, max_file_size=f"{config.max_upload_mb}mb", ssr_mode=False,
+                    show_error=True, quiet=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,85 @@
+"""The web app in a real browser: headless Chromium (Debian's) driven by Playwright."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gradio")
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "-m", "t2vzero", "app", "--port", str(port), "--max-seconds", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            cwd=tmp_path_factory.mktemp("app"))
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(240):  # bounded: at most about a minute
+            if proc.poll() is not None:
+                pytest.fail(f"app exited: {proc.stdout.read().decode()[-2000:]}")
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page()
+        page.set_default_timeout(180_000)
+        page.goto(app_url)
+        yield page
+        browser.close()
+
+
+def test_binds_loopback_only(app_url):
+    assert app_url.startswith("http://127.0.0.1:")
+
+
+def test_text_to_video_with_the_built_in_model_shows_a_playable_video(page):
+    page.locator("#t2v-prompt textarea").fill("a green square on a white background")
+    page.locator("#t2v-generate").click()
+    page.wait_for_function("() => [...document.querySelectorAll('video')].some(v => v.duration > 0)")
+    duration = page.evaluate("() => Math.max(...[...document.querySelectorAll('video')].map(v => v.duration || 0))")
+    assert duration > 0
+
+
+def test_uploading_a_clip_to_the_edit_tab_gives_a_clear_error(page, tmp_path):
+    from t2vzero.video import write_video
+
+    clip = np.full((4, 64, 64, 3), 60, np.uint8)
+    clip[:, 20:40, 20:40] = (220, 40, 40)
+    path = write_video(clip, tmp_path / "clip.mp4", fps=4)
+    page.get_by_role("tab", name="Edit by instruction").click()
+    page.locator("#edit-upload input[type=file]").set_input_files(str(path))
+    page.locator("#edit-instruction textarea").fill("make it blue")
+    page.locator("#edit-generate").click()
+    # The built-in model is a text-to-image model: the edit tab must say so, not crash.
+    page.get_by_text("input channels", exact=False).first.wait_for()
