@@ -71,3 +71,12 @@ def test_reference_jump_is_the_deprecated_pipelines_product():
     out = forward_jump(x, torch.zeros_like(x), s.alphas_cumprod, 881, 941, reference=True)
     assert abs(float(out) - float(ref.sqrt())) < 1e-6
     assert abs(float(out) - float(forward_jump(x, 0 * x, s.alphas_cumprod, 881, 941))) > 1e-5
+
+
+def test_sigma_space_jump_adds_the_missing_variance():
+    s = sd_scheduler()
+    ac = s.alphas_cumprod.double()
+    sigma2 = (1 - ac) / ac
+    x = torch.full((1, 1, 2, 2), 3.0)
+    out = forward_jump(x, torch.ones_like(x), s.alphas_cumprod, 881, 941, sigma_space=True)
+    assert torch.allclose(out, x + float((sigma2[941] - sigma2[881]).sqrt()), atol=1e-5)

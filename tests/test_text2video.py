@@ -123,3 +123,43 @@ def test_prompt_must_be_text(pipe, prompt):
 def test_empty_prompt_is_a_valid_unconditional_prompt(pipe):
     out = pipe("", video_length=2, height=64, width=64, num_inference_steps=4, progress=False).frames
     assert out.shape == (1, 2, 64, 64, 3) and np.isfinite(out).all()
+
+
+def test_one_frame_is_plain_text_to_image(pipe, tiny):
+    from diffusers import StableDiffusionPipeline
+
+    sd = StableDiffusionPipeline(**tiny, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    sd.set_progress_bar_config(disable=True)
+    ref = sd("a red circle", height=64, width=64, num_inference_steps=10, generator=seeded(4), output_type="np").images
+    ours = pipe("a red circle", video_length=1, height=64, width=64, num_inference_steps=10, generator=seeded(4),
+                progress=False).frames[0]
+    assert ours.shape == (1, 64, 64, 3) and np.abs(ours - ref).max() < 2 / 255
+
+
+@pytest.mark.parametrize("variant", ["sd2-like", "euler", "non-square"])
+def test_other_architectures_schedulers_and_sizes(variant):
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler
+
+    from t2vzero.tiny import make_tiny_components
+
+    parts = make_tiny_components(seed=5)
+    size = dict(height=64, width=64)
+    if variant == "sd2-like":  # linear projections, per-block head dims, v-prediction
+        from diffusers import UNet2DConditionModel
+
+        parts["unet"] = UNet2DConditionModel(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+            norm_num_groups=16, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32, attention_head_dim=(2, 4),
+            use_linear_projection=True).eval()
+        parts["scheduler"] = DDIMScheduler.from_config(parts["scheduler"].config, prediction_type="v_prediction")
+    elif variant == "euler":
+        parts["scheduler"] = EulerDiscreteScheduler.from_config(parts["scheduler"].config)
+    else:
+        size = dict(height=48, width=96)
+    pipe = TextToVideoZero(**parts)
+    kw = dict(video_length=4, num_inference_steps=8, progress=False, **size)
+    full = pipe("a blue square", generator=seeded(6), **kw).frames
+    chunked = pipe("a blue square", generator=seeded(6), chunk_size=3, **kw).frames
+    assert full.shape == (1, 4, size["height"], size["width"], 3) and np.isfinite(full).all()
+    assert np.abs(full - chunked).max() < 1e-4

@@ -35,13 +35,19 @@ def t0_t1_indices(timesteps: torch.Tensor, t0: int, t1: int, num_train_timesteps
 
 
 def forward_jump(x_t0: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor, t0: int, t1: int,
-                 *, reference: bool = False) -> torch.Tensor:
+                 *, reference: bool = False, sigma_space: bool = False) -> torch.Tensor:
     """DDPM forward process from timestep t0 to t1 in one jump: q(x_t1 | x_t0).
 
     The exact factor is ᾱ(t1)/ᾱ(t0) = Π alphas[t0+1 .. t1]. The deprecated diffusers pipeline uses
     Π alphas[t0 .. t1-1] (off by one step); `reference=True` reproduces that for compat mode.
+    Schedulers that keep latents in sigma space (Euler, LMS, Heun: x = x_vp/√ᾱ) need the same jump in
+    that space, `sigma_space=True`: x_t1 = x_t0 + √(σ1² − σ0²)·ε with σ² = (1 − ᾱ)/ᾱ.
     """
     alphas_cumprod = alphas_cumprod.double()
+    if sigma_space and not reference:
+        sigma2 = (1 - alphas_cumprod) / alphas_cumprod
+        scale = (sigma2[t1] - sigma2[t0]).sqrt().to(device=x_t0.device, dtype=x_t0.dtype)
+        return x_t0 + scale * noise
     if reference:
         alphas = torch.ones_like(alphas_cumprod)
         alphas[1:] = alphas_cumprod[1:] / alphas_cumprod[:-1]

@@ -148,6 +148,9 @@ def latents_at_t1(x_t1: torch.Tensor, x_t0: torch.Tensor, eps: torch.Tensor, ids
                 / torch.tensor(size, dtype=torch.float64)
             warped = translate_latents(copies, shifts.repeat(videos, 1))
         noise = eps[:, [k - 1 for k in others]].flatten(0, 1)
-        jumped = forward_jump(warped, noise, scheduler.alphas_cumprod, t0, t1, reference=compat == "diffusers")
+        # Schedulers whose initial noise is scaled beyond 1 keep latents in sigma space (Euler, LMS...).
+        sigma_space = float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1.0 + 1e-6
+        jumped = forward_jump(warped, noise, scheduler.alphas_cumprod, t0, t1, reference=compat == "diffusers",
+                              sigma_space=sigma_space)
         stacked.append(jumped.view(videos, len(others), *x_t0.shape[1:]))
     return torch.cat(stacked, dim=1)
