@@ -18,19 +18,10 @@ import time
 import numpy as np
 
 
-def monotone(path: list[float | None], sign: float, tolerance: float = 0.75) -> bool:
-    """True when every step moves with `sign` (or stays within `tolerance` pixels) and the total moves."""
-    values = [v for v in path if v is not None]
-    if len(values) < 2 or sign == 0:
-        return False
-    steps = np.diff(values) * sign
-    return bool((steps >= -tolerance).all() and steps.sum() > 1.0)
-
-
 def run_variant(pipe, prompts, *, cross_frame: bool, motion: tuple[float, float] | None, frames: int):
     import torch
 
-    from t2vzero.evaluate import judge_metrics
+    from t2vzero.evaluate import judge_metrics, moves_monotonically
 
     delta = motion if motion is not None else tuple(pipe.defaults.get("motion", (12.0, 12.0)))
     rows = []
@@ -39,8 +30,8 @@ def run_variant(pipe, prompts, *, cross_frame: bool, motion: tuple[float, float]
                    cross_frame_attention=cross_frame, progress=False)
         m = judge_metrics(out.uint8()[0], prompt)
         # Positive δ moves content left/up (as the reference): x and y decrease.
-        mono_x = monotone(m["centroid_x"], -np.sign(delta[0])) if delta[0] else None
-        mono_y = monotone(m["centroid_y"], -np.sign(delta[1])) if delta[1] else None
+        mono_x = moves_monotonically(m["centroid_x"], -np.sign(delta[0])) if delta[0] else None
+        mono_y = moves_monotonically(m["centroid_y"], -np.sign(delta[1])) if delta[1] else None
         moved = [v for v in (mono_x, mono_y) if v is not None]
         rows.append({
             "identity": m["identity_kept"], "prompt": m["frames_matching_prompt"],

@@ -15,6 +15,18 @@ from .metrics import ClipScorer, clip_scores, warp_errors
 from .video import read_video
 
 
+def moves_monotonically(path: list[float | None], sign: float, tolerance: float = 0.75) -> bool:
+    """True when every step of `path` goes the `sign` way (or holds within `tolerance` px) and it moves > 1 px.
+
+    The tolerance absorbs the judge's sub-pixel centroid jitter on a frame that does not move.
+    """
+    values = [v for v in path if v is not None]
+    if len(values) < 2 or sign == 0:
+        return False
+    steps = np.diff(values) * sign
+    return bool((steps >= -tolerance).all() and steps.sum() > 1.0)
+
+
 def judge_metrics(frames: np.ndarray, prompt: str | None) -> dict[str, Any] | None:
     """For videos of the built-in model (prompts in its caption grammar): the analytic judge per frame."""
     from .default_model.judge import judge, parse_caption
