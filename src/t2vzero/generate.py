@@ -6,6 +6,7 @@ Modes (text-to-video, ControlNet video, Instruct-Pix2Pix editing) differ only in
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -129,3 +130,26 @@ def chunk_frame_ids(num_frames: int, chunk_size: int | None) -> list[list[int]]:
     for start in range(chunk_size, num_frames, chunk_size - 1):
         chunks.append([0, *range(start, min(start + chunk_size - 1, num_frames))])
     return chunks
+
+
+def denoise_chunks(chunks: list[list[int]], start: Callable[[list[int]], torch.Tensor], timesteps: torch.Tensor,
+                   scheduler: Any, predict: Guidance, vae: Any, *, videos: int, num_frames: int,
+                   step_kwargs_for: Callable[[list[int]], dict[str, Any]], progress: Any = None) -> np.ndarray:
+    """Denoise a video chunk by chunk (frame 1 anchoring each chunk) and decode it.
+
+    `start(ids)` gives the (videos·len(ids), C, h, w) latents of a chunk at `timesteps[0]`; each chunk
+    gets its own copy of `scheduler` in that state. The anchor's repeats are not decoded twice.
+    Returns (videos, num_frames, H, W, 3) float32 in [0, 1].
+    """
+    frames: np.ndarray | None = None
+    for ids in chunks:
+        out = denoise(start(ids), timesteps, copy.deepcopy(scheduler), predict, ids,
+                      extra_step_kwargs=step_kwargs_for(ids), progress=progress)
+        keep = [j for j, k in enumerate(ids) if k != 0 or ids is chunks[0]]
+        out = out.view(videos, len(ids), *out.shape[1:])[:, keep]
+        images = decode_latents(vae, out.flatten(0, 1))
+        if frames is None:
+            frames = np.empty((videos, num_frames, *images.shape[1:]), dtype=np.float32)
+        frames[:, [ids[j] for j in keep]] = images.reshape(videos, len(keep), *images.shape[1:])
+    assert frames is not None
+    return frames

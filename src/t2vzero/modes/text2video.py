@@ -12,7 +12,6 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
@@ -24,8 +23,8 @@ from ..generate import (
     VideoOutput,
     cfg_combine,
     chunk_frame_ids,
-    decode_latents,
     denoise,
+    denoise_chunks,
     encode_prompts,
     step_kwargs,
 )
@@ -111,21 +110,16 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_
     chunks = chunk_frame_ids(video_length, chunk_size)
     total = i0 + sum(len(timesteps) - i1 for _ in chunks)
     bar = tqdm(total=total, disable=not progress, desc="denoising", unit="step", leave=False)
-    frames = np.empty((videos, video_length, height, width, 3), dtype=np.float32)
     with cross_frame_attention(unet, enabled=cross_frame) as processor:
         predict = Guidance(unet, embeds, cfg_combine(guidance_scale), processor)
         x_t1 = denoise(x_T, timesteps[:i1], scheduler, predict, [0], extra_step_kwargs=extra, progress=bar)
         at_t1 = copy.deepcopy(scheduler)
         x_t0 = denoise(x_t1, timesteps[i1:i0], scheduler, predict, [0], extra_step_kwargs=extra, progress=bar)
-        for ids in chunks:
-            latents = latents_at_t1(x_t1, x_t0, eps, ids, motion, (width, height), scheduler, t0_step, t1_step,
-                                     compat)
-            out = denoise(latents.flatten(0, 1), timesteps[i1:], copy.deepcopy(at_t1), predict, ids,
-                          extra_step_kwargs=extra, progress=bar)
-            keep = [j for j, k in enumerate(ids) if k != 0 or ids is chunks[0]]
-            out = out.view(videos, len(ids), *latent_shape)[:, keep]
-            images = decode_latents(vae, out.flatten(0, 1))
-            frames[:, [ids[j] for j in keep]] = images.reshape(videos, len(keep), height, width, 3)
+        frames = denoise_chunks(
+            chunks, lambda ids: latents_at_t1(x_t1, x_t0, eps, ids, motion, (width, height), scheduler, t0_step,
+                                              t1_step, compat).flatten(0, 1),
+            timesteps[i1:], at_t1, predict, vae, videos=videos, num_frames=video_length,
+            step_kwargs_for=lambda ids: extra, progress=bar)
     bar.close()
     return VideoOutput(frames=frames)
 

@@ -23,8 +23,7 @@ from ..generate import (
     VideoOutput,
     cfg_combine,
     chunk_frame_ids,
-    decode_latents,
-    denoise,
+    denoise_chunks,
     encode_prompts,
     step_kwargs,
 )
@@ -54,22 +53,17 @@ def _run(components: dict[str, Any], guidance: Guidance, x_T: torch.Tensor, num_
     timesteps = scheduler.timesteps
     chunks = chunk_frame_ids(num_frames, chunk_size)
     per_frame = _frame_generators(generator, num_frames) if compat == "t2vzero" else None
-    frames = None
     bar = tqdm(total=len(timesteps) * len(chunks), disable=not progress, desc="denoising", unit="step", leave=False)
     with cross_frame_attention(*models) as processor:
         guidance.processor = processor
-        for ids in chunks:
-            gens = [copy.deepcopy(per_frame[k]) for k in ids] if per_frame is not None else generator
-            latents = x_T[list(ids)] * scheduler.init_noise_sigma
-            out = denoise(latents, timesteps, copy.deepcopy(scheduler), guidance, ids,
-                          extra_step_kwargs=step_kwargs(scheduler, gens, eta), progress=bar)
-            keep = [j for j, k in enumerate(ids) if k != 0 or ids is chunks[0]]
-            images = decode_latents(vae, out[keep])
-            if frames is None:
-                frames = np.empty((num_frames, *images.shape[1:]), dtype=np.float32)
-            frames[[ids[j] for j in keep]] = images
+        # Fresh copies of the per-frame generators for each chunk: the anchor replays its own noise.
+        frames = denoise_chunks(
+            chunks, lambda ids: x_T[list(ids)] * scheduler.init_noise_sigma, timesteps, scheduler, guidance, vae,
+            videos=1, num_frames=num_frames, progress=bar,
+            step_kwargs_for=lambda ids: step_kwargs(
+                scheduler, [copy.deepcopy(per_frame[k]) for k in ids] if per_frame is not None else generator, eta))
     bar.close()
-    return VideoOutput(frames=frames[None])
+    return VideoOutput(frames=frames)
 
 
 def _start_noise(shape: tuple[int, ...], frames: int, generator: Any, device: Any, dtype: Any,
