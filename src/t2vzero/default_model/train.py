@@ -1,0 +1,448 @@
+"""Train the built-in default model from scratch on CPU (about an hour on 2 cores).
+
+    python -m t2vzero.default_model.train --out DIR [--seed 0] [--overwrite]
+
+Three phases, all seeded and with a fixed data order:
+
+1. an ``AutoencoderKL`` (x8 downsampling, 4 latent channels) on fresh synthetic images, MSE + 1e-6 KL;
+2. a fixed pool of synthetic images is encoded once (so the UNet phase never runs the VAE) and the
+   latent scaling factor (1 / std) is measured and stored in the VAE config;
+3. a cross-attention ``UNet2DConditionModel`` (epsilon prediction, SD's noise schedule) trained jointly
+   with a small ``CLIPTextModel``; 10 % of captions are dropped to "" so classifier-free guidance works.
+
+Each phase stops after its step count, or earlier if its wall-clock cap (``--*-minutes``) is hit; only
+a run that hits a cap depends on machine speed. Everything is written to a temporary directory beside
+``--out`` and renamed into place at the end, so an interrupted run leaves no half-written model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Passive OpenMP waiting: when another process also computes on this 2-core machine, spinning worker
+# threads steal the core their partner needs and a step got ~30x slower in trials; passive waiting
+# keeps it to ~2x. Must be set before torch (and its OpenMP runtime) is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from t2vzero.default_model import data
+from t2vzero.tiny import write_clip_tokenizer_files
+
+MODEL_MAX_LENGTH = 77  # SD's prompt length, so the model accepts any prompt the generator passes
+GENERATION_DEFAULTS = {"height": 64, "width": 64, "motion": [16, 0], "num_inference_steps": 25,
+                       "guidance_scale": 6.0}
+SCHEDULER_KWARGS: dict[str, Any] = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+                                    "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
+
+
+def build_vae() -> Any:
+    """The x8 autoencoder: 64x64x3 images <-> 8x8x4 latents (~1M parameters)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 64, 64),
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1, norm_num_groups=16, sample_size=data.RESOLUTION,
+    )
+
+
+def build_unet() -> Any:
+    """The denoiser on 8x8x4 latents (~5.8M parameters), cross-attending to 64-d text states."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=data.RESOLUTION // 8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(64, 128, 128), norm_num_groups=16,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=64, attention_head_dim=8,
+    )
+
+
+def build_text_encoder(tokenizer: Any) -> Any:
+    """A 3-layer, 64-wide CLIP text transformer over the caption vocabulary."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=256, num_attention_heads=4,
+        num_hidden_layers=3, max_position_embeddings=MODEL_MAX_LENGTH, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ))
+
+
+def make_scheduler() -> Any:
+    """SD 1.x's DDIM scheduler (also defines the training noise schedule)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(**SCHEDULER_KWARGS)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 NxHxWx3 -> float NCHW in [-1, 1], the range the VAE is trained on."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def lr_factor(progress: float, step: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 5 % (a decayed LR stands in for weight EMA)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class LossLog:
+    """Appends one JSON line per logged step to a file (kept with the model as its training record)."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("a", encoding="utf-8")
+
+    def write(self, **record: Any) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def train_vae(vae: Any, rng: np.random.Generator, steps: int, minutes: float, batch: int, log: LossLog) -> dict:
+    """Phase 1. Fresh images every step (drawing is ~0.2 ms/image, negligible next to the model)."""
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    vae.train()
+    start, recent, step = time.monotonic(), [], 0
+    bar = tqdm(total=steps, desc="vae", dynamic_ncols=True)
+    for step in range(steps):
+        elapsed = time.monotonic() - start
+        if elapsed > minutes * 60:
+            break
+        for group in opt.param_groups:
+            group["lr"] = 1e-3 * lr_factor(max(step / steps, elapsed / (minutes * 60)), step, 50)
+        images, _ = data.make_batch(rng, batch)
+        x = to_tensor(images)
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        mse = torch.nn.functional.mse_loss(recon, x)
+        kl = posterior.kl().mean()
+        loss = mse + 1e-6 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        recent = (recent + [mse.item()])[-100:]
+        if step % 25 == 0:
+            log.write(phase="vae", step=step, mse=mse.item(), kl=kl.item(), lr=opt.param_groups[0]["lr"],
+                      t=round(time.monotonic() - start, 1))
+            bar.set_postfix(mse=f"{np.mean(recent):.5f}")
+        bar.update(1)
+    bar.close()
+    vae.eval()
+    return {"steps": step + 1, "minutes": (time.monotonic() - start) / 60, "final_mse": float(np.mean(recent))}
+
+
+def finetune_decoder(vae: Any, rng: np.random.Generator, steps: int, minutes: float, batch: int, lr: float,
+                     log: LossLog) -> dict:
+    """Train only the decoder (and post-quant conv) with the encoder frozen.
+
+    The latent space, and so the scaling factor and any UNet trained on it, stays valid; this sharpens
+    a decoder that phase 1 left soft without retraining the UNet.
+    """
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    vae.eval()
+    vae.decoder.train()
+    start, recent, step = time.monotonic(), [], 0
+    bar = tqdm(total=steps, desc="decoder", dynamic_ncols=True)
+    for step in range(steps):
+        elapsed = time.monotonic() - start
+        if elapsed > minutes * 60:
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr * lr_factor(max(step / steps, elapsed / (minutes * 60)), step, 20)
+        images, _ = data.make_batch(rng, batch)
+        x = to_tensor(images)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample()
+        mse = torch.nn.functional.mse_loss(vae.decode(z).sample, x)
+        opt.zero_grad(set_to_none=True)
+        mse.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        recent = (recent + [mse.item()])[-100:]
+        if step % 25 == 0:
+            log.write(phase="decoder", step=step, mse=mse.item(), lr=opt.param_groups[0]["lr"],
+                      t=round(time.monotonic() - start, 1))
+            bar.set_postfix(mse=f"{np.mean(recent):.5f}")
+        bar.update(1)
+    bar.close()
+    vae.eval()
+    return {"steps": step + 1, "minutes": (time.monotonic() - start) / 60, "final_mse": float(np.mean(recent))}
+
+
+@torch.no_grad()
+def encode_pool(vae: Any, rng: np.random.Generator, n: int, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                        list[str]]:
+    """Phase 2. Encode `n` fixed images once: posterior means, stds and captions."""
+    means, stds, captions = [], [], []
+    for _ in tqdm(range(0, n, chunk), desc="encode", dynamic_ncols=True):
+        images, caps = data.make_batch(rng, chunk)
+        dist = vae.encode(to_tensor(images)).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+        captions += caps
+    return torch.cat(means)[:n], torch.cat(stds)[:n], captions[:n]
+
+
+def train_unet(unet: Any, text_encoder: Any, tokenizer: Any, pool: tuple[torch.Tensor, torch.Tensor, list[str]],
+               scaling: float, rng: np.random.Generator, steps: int, minutes: float, batch: int,
+               log: LossLog) -> dict:
+    """Phase 3. Epsilon-prediction DDPM training of UNet + text encoder on the encoded pool."""
+    means, stds, captions = pool
+    unique = sorted(set(captions)) + [""]
+    ids = tokenizer(unique, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    index = {c: i for i, c in enumerate(unique)}
+    cap_idx = torch.tensor([index[c] for c in captions])
+    empty = len(unique) - 1
+    noise_sched = make_scheduler()
+    alphas = noise_sched.alphas_cumprod
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
+    unet.train()
+    text_encoder.train()
+    start, recent, step = time.monotonic(), [], 0
+    order = np.empty(0, np.int64)
+    bar = tqdm(total=steps, desc="unet", dynamic_ncols=True)
+    for step in range(steps):
+        elapsed = time.monotonic() - start
+        if elapsed > minutes * 60:
+            break
+        for group in opt.param_groups:
+            group["lr"] = 1e-3 * lr_factor(max(step / steps, elapsed / (minutes * 60)), step, 200)
+        if len(order) < batch:  # a new seeded epoch order
+            order = np.concatenate([order, rng.permutation(len(captions))])
+        idx, order = torch.from_numpy(order[:batch]), order[batch:]
+        z = (means[idx] + stds[idx] * torch.randn_like(means[idx])) * scaling
+        c = cap_idx[idx].clone()
+        c[torch.from_numpy(rng.random(batch) < 0.1)] = empty  # caption dropout for classifier-free guidance
+        states = text_encoder(ids[c])[0]
+        noise = torch.randn_like(z)
+        t = torch.from_numpy(rng.integers(0, len(alphas), batch))
+        a = alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * z + (1 - a).sqrt() * noise
+        loss = torch.nn.functional.mse_loss(unet(noisy, t, states).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        recent = (recent + [loss.item()])[-100:]
+        if step % 25 == 0:
+            log.write(phase="unet", step=step, loss=loss.item(), lr=opt.param_groups[0]["lr"],
+                      t=round(time.monotonic() - start, 1))
+            bar.set_postfix(loss=f"{np.mean(recent):.4f}")
+        bar.update(1)
+    bar.close()
+    unet.eval()
+    text_encoder.eval()
+    return {"steps": step + 1, "minutes": (time.monotonic() - start) / 60, "final_loss": float(np.mean(recent))}
+
+
+def model_card(args: argparse.Namespace, stats: dict, scaling: float, counts: dict[str, int]) -> str:
+    """The README.md stored with the weights."""
+    cmd = "python -m t2vzero.default_model.train " + " ".join(sys.argv[1:])
+    return f"""# t2vzero built-in default model
+
+A tiny Stable-Diffusion-architecture text-to-image model trained from scratch (no pretrained weights)
+on synthetic images, so that `t2vzero` works offline out of the box. It only knows captions of the form
+`a {{colour}} {{shape}} on a {{colour}} background` with colours {", ".join(data.COLOURS)} and shapes
+{", ".join(data.SHAPES)} (object and background colours differ), at 64x64 pixels.
+
+## Reproduce
+
+    {cmd}
+
+Seed {args.seed}; data order fixed by the seed. Phases stop at their step count, or earlier at their
+wall-clock cap; this run: VAE {stats['vae']['steps']} steps, UNet {stats['unet']['steps']} steps
+(the model is bit-for-bit reproducible when no cap is hit; PyTorch CPU kernels may still differ across versions).
+Software: torch {torch.__version__}, diffusers {_version('diffusers')}, transformers {_version('transformers')}.
+
+## Data
+
+`t2vzero/default_model/data.py`: one filled circle / square / upright triangle (20-45 % of the frame side,
+fully inside the frame) in one of 8 palette colours on a plain background of another, anti-aliased,
+64x64 RGB. Fresh images every VAE step; the UNet sees a fixed pool of {args.pool} encoded images.
+
+## Architecture ({sum(counts.values()) / 1e6:.2f} M parameters, stored as {args.dtype})
+
+- VAE: `AutoencoderKL`, blocks (16, 32, 64, 64), x8 downsampling, 4 latent channels, 1 layer/block,
+  GroupNorm 16; {counts['vae'] / 1e6:.2f} M params; latent scaling factor {scaling:.4f} (1/std of latents).
+- UNet: `UNet2DConditionModel`, blocks (64, 128, 128), CrossAttnDown x2 + Down / Up + CrossAttnUp x2,
+  1 layer/block, 8 heads, cross-attention dim 64, sample size 8; {counts['unet'] / 1e6:.2f} M params.
+- Text encoder: `CLIPTextModel`, 3 layers, width 64, 4 heads, 77 positions; {counts['text_encoder'] / 1e6:.2f} M
+  params; tokenizer: CLIP BPE over the caption words (`t2vzero.tiny.write_clip_tokenizer_files`).
+- Scheduler: `DDIMScheduler`, SD 1.x schedule (scaled_linear 0.00085-0.012, 1000 steps), epsilon prediction.
+
+## Training
+
+- VAE: MSE + 1e-6 KL, AdamW lr 1e-3 (50-step warm-up, cosine to 5 %), batch {args.ae_batch}, grad clip 1.
+  {stats['vae']['steps']} steps in {stats['vae']['minutes']:.1f} min; final MSE (mean of last 100 steps,
+  pixels in [-1, 1]) {stats['vae']['final_mse']:.5f}.
+- UNet + text encoder jointly: epsilon MSE, uniform timesteps, 10 % empty-caption dropout, AdamW lr 1e-3
+  (wd 0.01, 200-step warm-up, cosine to 5 %), batch {args.unet_batch}, grad clip 1.
+  {stats['unet']['steps']} steps in {stats['unet']['minutes']:.1f} min; final loss (mean of last 100 steps)
+  {stats['unet']['final_loss']:.4f}.
+- Total wall time {stats['total_minutes']:.1f} min on {torch.get_num_threads()} CPU threads.
+  Loss log: `train_log.jsonl`.
+
+## Use
+
+`StableDiffusionPipeline.from_pretrained(dir, safety_checker=None, torch_dtype=torch.float32)`;
+generation defaults (size, DDIM steps, guidance, video motion) are in `t2vzero.json`.
+"""
+
+
+def _version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", type=Path, help="model directory to create")
+    p.add_argument("--finetune-decoder", type=Path, metavar="DIR",
+                   help="instead of training: fine-tune the VAE decoder of the saved model DIR in place "
+                        "(encoder frozen, so the UNet stays valid)")
+    p.add_argument("--dec-steps", type=int, default=3000)
+    p.add_argument("--dec-minutes", type=float, default=10.0, help="wall-clock cap of decoder fine-tuning")
+    p.add_argument("--dec-lr", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--ae-steps", type=int, default=1600)
+    p.add_argument("--ae-minutes", type=float, default=18.0, help="wall-clock cap of the VAE phase")
+    p.add_argument("--ae-batch", type=int, default=32)
+    p.add_argument("--unet-steps", type=int, default=4500)
+    p.add_argument("--unet-minutes", type=float, default=45.0, help="wall-clock cap of the UNet phase")
+    p.add_argument("--unet-batch", type=int, default=64)
+    p.add_argument("--pool", type=int, default=32768, help="number of encoded images the UNet trains on")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage dtype")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    if (args.out is None) == (args.finetune_decoder is None):
+        p.error("give exactly one of --out and --finetune-decoder")
+    return args
+
+
+def finetune_saved_decoder(args: argparse.Namespace) -> int:
+    """`--finetune-decoder DIR`: sharpen a saved model's decoder; the directory is swapped atomically."""
+    from diffusers import AutoencoderKL
+
+    model = args.finetune_decoder.resolve()
+    stage = model.parent / f".{model.name}.partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    shutil.copytree(model, stage)
+    vae = AutoencoderKL.from_pretrained(stage / "vae", torch_dtype=torch.float32)
+    from safetensors import safe_open
+
+    with safe_open(str(stage / "vae" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        stored = f.get_tensor(next(iter(f.keys()))).dtype  # keep the storage dtype (fp16 keeps the model small)
+    log = LossLog(stage / "train_log.jsonl")
+    stats = finetune_decoder(vae, np.random.default_rng([args.seed, 4]), args.dec_steps, args.dec_minutes,
+                             args.ae_batch, args.dec_lr, log)
+    log.write(phase="decoder-done", **stats)
+    log.close()
+    vae.to(stored).save_pretrained(stage / "vae", safe_serialization=True)
+    with (stage / "README.md").open("a", encoding="utf-8") as f:
+        f.write(f"\n## Decoder fine-tuning\n\n    python -m t2vzero.default_model.train {' '.join(sys.argv[1:])}\n\n"
+                f"Encoder frozen; decoder MSE, AdamW lr {args.dec_lr} (cosine), batch {args.ae_batch}: "
+                f"{stats['steps']} steps in {stats['minutes']:.1f} min, final MSE {stats['final_mse']:.5f}.\n")
+    old = model.parent / f".{model.name}.old-{os.getpid()}"
+    model.rename(old)
+    stage.rename(model)
+    shutil.rmtree(old)
+    print(f"fine-tuned the decoder of {model}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train and save; returns the process exit code."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.finetune_decoder is not None:
+        return finetune_saved_decoder(args)
+    out: Path = args.out.resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        print(f"error: {out} exists and is not empty (use --overwrite)", file=sys.stderr)
+        return 2
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    t_start = time.monotonic()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    (stage / "checkpoints").mkdir(parents=True)
+    log = LossLog(stage / "train_log.jsonl")
+    try:
+        vae = build_vae()
+        stats: dict[str, Any] = {}
+        stats["vae"] = train_vae(vae, np.random.default_rng([args.seed, 1]), args.ae_steps, args.ae_minutes,
+                                 args.ae_batch, log)
+        vae.save_pretrained(stage / "checkpoints" / "vae")  # lets a UNet-phase experiment skip phase 1
+
+        pool = encode_pool(vae, np.random.default_rng([args.seed, 2]), args.pool)
+        means, stds, _ = pool
+        z = means + stds * torch.randn(means.shape, generator=torch.Generator().manual_seed(args.seed))
+        scaling = float(1.0 / z.std())
+        vae.register_to_config(scaling_factor=scaling)
+        log.write(phase="encode", n=args.pool, scaling_factor=scaling, latent_mean=float(z.mean()))
+
+        tok_dir = write_clip_tokenizer_files(stage / "checkpoints" / "tokenizer", data.caption_words(),
+                                             MODEL_MAX_LENGTH)
+        tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+        text_encoder = build_text_encoder(tokenizer)
+        unet = build_unet()
+        stats["unet"] = train_unet(unet, text_encoder, tokenizer, pool, scaling, np.random.default_rng([args.seed, 3]),
+                                   args.unet_steps, args.unet_minutes, args.unet_batch, log)
+        stats["total_minutes"] = (time.monotonic() - t_start) / 60
+        log.write(phase="done", **{k: v for k, v in stats.items() if k != "total_minutes"},
+                  total_minutes=stats["total_minutes"])
+        log.close()
+
+        counts = {name: sum(p.numel() for p in m.parameters())
+                  for name, m in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder))}
+        dtype = getattr(torch, args.dtype)
+        pipe = StableDiffusionPipeline(
+            vae=vae.to(dtype), text_encoder=text_encoder.to(dtype), tokenizer=tokenizer, unet=unet.to(dtype),
+            scheduler=make_scheduler(), safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.save_pretrained(stage, safe_serialization=True)
+        (stage / "t2vzero.json").write_text(json.dumps(GENERATION_DEFAULTS, indent=2) + "\n", encoding="utf-8")
+        (stage / "README.md").write_text(model_card(args, stats, scaling, counts), encoding="utf-8")
+        shutil.rmtree(stage / "checkpoints")
+        if out.exists():
+            shutil.rmtree(out)
+        stage.rename(out)  # atomic on one filesystem: the model appears complete or not at all
+    except BaseException:
+        log.close()
+        print(f"training interrupted; partial files left in {stage}", file=sys.stderr)
+        raise
+    print(f"saved {out} in {(time.monotonic() - t_start) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

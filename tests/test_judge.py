@@ -1,0 +1,100 @@
+"""The analytic judge of the default model's images, checked on rendered images with known truth."""
+
+from __future__ import annotations
+
+import itertools
+
+import cv2
+import numpy as np
+import pytest
+
+from t2vzero.default_model.data import (
+    COLOURS,
+    PALETTE,
+    SHAPES,
+    all_captions,
+    make_batch,
+    render_image,
+    render_mask,
+)
+from t2vzero.default_model.judge import judge, parse_caption
+
+PAIRS = [(c, b) for c, b in itertools.permutations(COLOURS, 2)]
+
+
+def _true_centroid(shape: str, size: float, centre: tuple[float, float]) -> tuple[float, float]:
+    cover = render_mask(shape, size, centre)
+    ys, xs = np.mgrid[: cover.shape[0], : cover.shape[1]] + 0.5
+    return float((xs * cover).sum() / cover.sum()), float((ys * cover).sum() / cover.sum())
+
+
+def _degrade(img: np.ndarray, rng: np.random.Generator, sigma_blur: float, sigma_noise: float) -> np.ndarray:
+    out = img.astype(np.float32)
+    if sigma_blur:
+        out = cv2.GaussianBlur(out, (0, 0), sigma_blur)
+    out += rng.normal(0, sigma_noise, out.shape)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_colour_pair_clean(shape: str) -> None:
+    rng = np.random.default_rng(0)
+    for colour, bg in PAIRS:
+        size = rng.uniform(0.25, 0.45) * 64
+        centre = tuple(rng.uniform(size / 2, 64 - size / 2, 2))
+        v = judge(render_image(shape, colour, bg, size, centre))
+        assert v.matches(colour, shape, bg), (colour, shape, bg, v)
+        cx, cy = _true_centroid(shape, size, centre)
+        assert abs(v.centroid[0] - cx) < 1.0 and abs(v.centroid[1] - cy) < 1.0, (v.centroid, (cx, cy))
+        assert v.area == pytest.approx(render_mask(shape, size, centre).mean(), rel=0.1)
+
+
+@pytest.mark.parametrize(("shape", "blur", "noise"), [(s, b, n) for s in SHAPES for b, n in ((1.0, 6.0), (1.5, 10.0))])
+def test_every_colour_pair_blurred_and_noisy(shape: str, blur: float, noise: float) -> None:
+    rng = np.random.default_rng(1)
+    for colour, bg in PAIRS:
+        size = rng.uniform(0.25, 0.45) * 64
+        centre = tuple(rng.uniform(size / 2, 64 - size / 2, 2))
+        v = judge(_degrade(render_image(shape, colour, bg, size, centre), rng, blur, noise))
+        assert v.matches(colour, shape, bg), (colour, shape, bg, blur, noise, v)
+        cx, cy = _true_centroid(shape, size, centre)
+        assert abs(v.centroid[0] - cx) < 2.0 and abs(v.centroid[1] - cy) < 2.0, (v.centroid, (cx, cy))
+
+
+def test_random_training_images_mostly_right() -> None:
+    """Over the full training distribution (sizes down to 20 %, shapes touching the border)."""
+    rng = np.random.default_rng(2)
+    images, captions = make_batch(rng, 300)
+    right = sum(judge(img).matches(*parse_caption(cap)) for img, cap in zip(images, captions, strict=True))
+    assert right >= 0.97 * len(images)
+
+
+def test_object_touching_the_border_does_not_fool_the_background() -> None:
+    v = judge(render_image("square", "red", "blue", 28.8, (14.4, 32.0)))
+    assert v.background == "blue" and v.colour == "red" and v.shape == "square"
+
+
+@pytest.mark.parametrize("colour", COLOURS)
+def test_blank_image_has_no_object(colour: str) -> None:
+    img = np.broadcast_to(np.array(PALETTE[colour], np.uint8), (64, 64, 3)).copy()
+    v = judge(img)
+    assert v.background == colour and not v.found and v.colour is None and v.shape is None and v.centroid is None
+    noisy = _degrade(img, np.random.default_rng(3), 0.0, 8.0)
+    assert not judge(noisy).found
+
+
+def test_works_at_other_resolutions_and_float_input() -> None:
+    img = render_image("triangle", "yellow", "purple", 100, (128, 100), resolution=256)
+    v = judge(img.astype(np.float32) / 255)
+    assert v.matches("yellow", "triangle", "purple")
+    assert v.centroid[0] == pytest.approx(128, abs=1.0)
+    assert v.centroid[1] == pytest.approx(100 + 100 / 6, abs=1.0)  # a triangle's centroid is 1/3 up from its base
+
+
+def test_parse_caption() -> None:
+    assert parse_caption("a red circle on a blue background") == ("red", "circle", "blue")
+    assert parse_caption("  A Purple Triangle on a white background. ") == ("purple", "triangle", "white")
+    assert parse_caption("an orange square on a black background") == ("orange", "square", "black")
+    assert parse_caption("a cat riding a horse") is None
+    assert parse_caption("a pink circle on a blue background") is None
+    assert all(parse_caption(c) is not None for c in all_captions())
