@@ -137,3 +137,37 @@ def test_annotator_weights_must_exist_for_pose():
         from t2vzero.inputs import annotate
 
         annotate(square_video(frames=1), "pose", None)
+
+
+def test_depth_and_pose_use_controlnet_aux_detectors_from_the_given_weights(monkeypatch):
+    """The annotator plumbing, with a stand-in controlnet_aux module (the real one needs downloaded weights)."""
+    import sys
+    import types
+
+    from PIL import Image
+
+    loaded = []
+
+    class Detector:
+        @classmethod
+        def from_pretrained(cls, path):
+            loaded.append((cls.__name__, path))
+            return cls()
+
+        def __call__(self, image):
+            grey = np.asarray(image.convert("L"))
+            return Image.fromarray(255 - grey).resize((32, 16))  # detectors may answer at their own size
+
+    fake = types.ModuleType("controlnet_aux")
+    fake.MidasDetector = type("MidasDetector", (Detector,), {})
+    fake.OpenposeDetector = type("OpenposeDetector", (Detector,), {})
+    monkeypatch.setitem(sys.modules, "controlnet_aux", fake)
+    from t2vzero.inputs import annotate
+
+    frames = square_video(frames=3)
+    depth = annotate(frames, "depth", "/models/annotators")
+    pose = annotate(frames, "pose", "/models/annotators")
+    assert depth.shape == pose.shape == (3, 48, 64, 3) and depth.dtype == np.uint8
+    assert loaded == [("MidasDetector", "/models/annotators"), ("OpenposeDetector", "/models/annotators")]
+    with pytest.raises(UserError, match="--annotator"):
+        annotate(frames, "depth", None)
