@@ -317,8 +317,13 @@ def app(host: str, port: int, models: tuple[str, ...], controlnets: tuple[str, .
 
 def _quiet_libraries() -> None:
     """Our progress bar is the only one on stderr; library loading bars and notices would bury it."""
+    import warnings
+
     import diffusers
     import transformers
+
+    # Deprecation notices about library keyword names are for us, not for people running the CLI.
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
