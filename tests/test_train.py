@@ -1,0 +1,42 @@
+"""The built-in model's trainer: refuses to clobber, writes a loadable model, reproducible by seed."""
+
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+TINY = ["--ae-steps", "2", "--unet-steps", "2", "--pool", "64", "--ae-batch", "4", "--unet-batch", "4",
+        "--threads", "1"]
+
+
+def train(out, *extra):
+    return subprocess.run([sys.executable, "-m", "t2vzero.default_model.train", "--out", str(out), *TINY, *extra],
+                          capture_output=True, text=True)
+
+
+def test_a_non_empty_output_folder_is_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    refused = train(out)
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr and "Traceback" not in refused.stderr
+    assert (out / "keep.txt").read_text() == "mine"
+    assert train(out, "--overwrite").returncode == 0 and not (out / "keep.txt").exists()
+
+
+def test_a_short_run_writes_a_loadable_model_reproducibly(tmp_path):
+    from t2vzero import TextToVideoZero
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert train(first).returncode == 0 and train(second).returncode == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+    for part in ("unet", "vae", "text_encoder"):
+        name = "model.safetensors" if part == "text_encoder" else "diffusion_pytorch_model.safetensors"
+        a, b = load_file(first / part / name), load_file(second / part / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    pipe = TextToVideoZero.from_pretrained(str(first))
+    frames = pipe("a red circle on a blue background", video_length=2, num_inference_steps=2,
+                  generator=torch.Generator().manual_seed(0), progress=False).frames
+    assert frames.shape == (1, 2, 64, 64, 3) and np.isfinite(frames).all()
