@@ -81,3 +81,15 @@ def test_unreadable_inputs_are_user_errors(tmp_path):
         read_video(bad)
     with pytest.raises(UserError, match="does not exist"):
         read_video(tmp_path / "nope.mp4")
+
+
+def test_outputs_get_ordinary_permissions_not_private_temp_ones(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        video = write_video(moving_square(), tmp_path / "v.mp4", fps=4)
+        folder = write_video(moving_square(), tmp_path / "frames/", fps=4)
+        sheet = contact_sheet([moving_square()], tmp_path / "s.png")
+    finally:
+        os.umask(umask)
+    assert oct(video.stat().st_mode & 0o777) == oct(0o644) == oct(sheet.stat().st_mode & 0o777)
+    assert oct(folder.stat().st_mode & 0o777) == oct(0o755)

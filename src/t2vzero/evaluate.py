@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,7 @@ import numpy as np
 
 from .errors import UserError
 from .metrics import ClipScorer, clip_scores, warp_errors
-from .video import read_video
+from .video import atomic_write, read_video
 
 
 def moves_monotonically(path: list[float | None], sign: float, tolerance: float = 0.75) -> bool:
@@ -117,24 +115,12 @@ def plot_reports(reports: list[dict[str, Any]], path: str | Path) -> Path:
                 draw.line(list(zip(xs, ys, strict=True)), fill=c, width=2)
             for x, y in zip(xs, ys, strict=True):
                 draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=c)
-    return _save_atomic(path, lambda tmp: image.save(tmp, format="PNG"))
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def write_json(data: Any, path: str | Path) -> Path:
     """JSON report, written to a temp file and renamed."""
-    return _save_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2), encoding="utf-8"))
-
-
-def _save_atomic(path: str | Path, write: Any) -> Path:
-    out = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent if str(out.parent) else ".")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return out
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2), encoding="utf-8"))
 
 
 def table(reports: list[dict[str, Any]]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,29 @@ def check_output_path(path: str | Path) -> Path:
     return out
 
 
+def _umask_mode(directory: bool) -> int:
+    """The permissions a plain open()/mkdir() would give (mkstemp/mkdtemp use private 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place (never half-written)."""
+    out = Path(path)
+    parent = out.parent if str(out.parent) else Path(".")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.chmod(tmp, _umask_mode(directory=False))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 def write_video(frames: np.ndarray, path: str | Path, fps: float = 4.0) -> Path:
     """Write (F, H, W, 3) uint8 frames to `path` (format from the suffix, folder → numbered PNGs)."""
     out = check_output_path(path)
@@ -52,18 +76,9 @@ def write_video(frames: np.ndarray, path: str | Path, fps: float = 4.0) -> Path:
         raise ValueError(f"expected (frames, height, width, 3) uint8, got {frames.shape}")
     if is_frame_dir(path):
         return _write_frame_dir(frames, out)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        if out.suffix.lower() == ".gif":
-            _write_gif(frames, tmp, fps)
-        else:
-            _write_ffmpeg(frames, tmp, fps, VIDEO_SUFFIXES[out.suffix.lower()])
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    if out.suffix.lower() == ".gif":
+        return atomic_write(out, lambda tmp: _write_gif(frames, tmp, fps))
+    return atomic_write(out, lambda tmp: _write_ffmpeg(frames, tmp, fps, VIDEO_SUFFIXES[out.suffix.lower()]))
 
 
 def _write_ffmpeg(frames: np.ndarray, path: Path, fps: float, codec: str) -> None:
@@ -101,6 +116,7 @@ def _write_frame_dir(frames: np.ndarray, out: Path) -> Path:
             Image.fromarray(frame).save(tmp / f"{i:0{digits}d}.png")
         if out.is_dir():
             out.rmdir()  # check_output_path made sure it is empty
+        os.chmod(tmp, _umask_mode(directory=True))
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -166,15 +182,8 @@ def contact_sheet(rows: list[np.ndarray], path: str | Path, max_columns: int = 8
         bands.append(np.concatenate([np.concatenate(list(r), axis=1) for r in grid], axis=0))
     width = max(b.shape[1] for b in bands)
     bands = [np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0)), constant_values=255) for b in bands]
-    out = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".png", dir=out.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(np.concatenate(bands, axis=0)).save(tmp, format="PNG")
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return out
+    sheet = Image.fromarray(np.concatenate(bands, axis=0))
+    return atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))
 
 
 def sheet_path(video_path: str | Path) -> Path:
