@@ -83,3 +83,24 @@ def test_uploading_a_clip_to_the_edit_tab_gives_a_clear_error(page, tmp_path):
     page.locator("#edit-generate").click()
     # The built-in model is a text-to-image model: the edit tab must say so, not crash.
     page.get_by_text("input channels", exact=False).first.wait_for()
+
+
+def test_runner_enforces_allow_lists_and_limits(tmp_path, tiny_model_dir):
+    from t2vzero.app import BUILT_IN, AppConfig, Runner
+    from t2vzero.errors import UserError
+    from t2vzero.video import write_video
+
+    runner = Runner(AppConfig(models=[str(tiny_model_dir)], max_seconds=1.0, max_upload_mb=1), tmp_path)
+    assert runner.choices() == [BUILT_IN, str(tiny_model_dir)]
+    with pytest.raises(UserError, match="allow-list"):
+        runner.pipe("/etc/some/other/model")
+    with pytest.raises(UserError, match="allow-list"):
+        runner.pipe(BUILT_IN, lora="/tmp/not-allowed.safetensors")
+    with pytest.raises(UserError, match="allow-list"):
+        runner.controlnet("lllyasviel/sd-controlnet-canny")
+    clip = write_video(np.zeros((16, 32, 32, 3), np.uint8), tmp_path / "clip.mp4", fps=8)  # 2 s
+    with pytest.raises(UserError, match="longer than"):
+        runner.clip(str(clip), 1, None, 32)
+    frames, fps = runner.clip(str(clip), 2, None, 32, start=0.5, end=1.0)
+    assert len(frames) == 2 and fps == pytest.approx(4.0)
+    assert runner.clip(str(clip), 1, 4, 32, fps=10.0)[1] == 10.0

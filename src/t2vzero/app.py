@@ -23,6 +23,7 @@ class AppConfig:
 
     models: list[str] = field(default_factory=list)
     controlnets: list[str] = field(default_factory=list)
+    loras: list[str] = field(default_factory=list)
     max_upload_mb: int = 50
     max_seconds: float = 10.0
     device: str = "auto"
@@ -38,16 +39,20 @@ class Runner:
     def choices(self) -> list[str]:
         return [BUILT_IN, *self.config.models]
 
-    def pipe(self, name: str) -> Any:
+    def pipe(self, name: str, lora: str | None = None, lora_scale: float = 1.0) -> Any:
         from .errors import UserError
         from .pipeline import TextToVideoZero
 
         if name not in self.choices():
             raise UserError(f"model {name!r} is not on this server's allow-list")
-        if name not in self._cache:
-            self._cache[name] = TextToVideoZero.from_pretrained(None if name == BUILT_IN else name,
-                                                                device=self.config.device, dtype=self.config.dtype)
-        return self._cache[name]
+        if lora and lora not in self.config.loras:
+            raise UserError(f"LoRA {lora!r} is not on this server's allow-list")
+        key = (name, lora or None, float(lora_scale) if lora else None)
+        if key not in self._cache:
+            loras = [(lora, float(lora_scale))] if lora else []
+            self._cache[key] = TextToVideoZero.from_pretrained(None if name == BUILT_IN else name, lora=loras,
+                                                               device=self.config.device, dtype=self.config.dtype)
+        return self._cache[key]
 
     def controlnet(self, name: str) -> Any:
         from .errors import UserError
@@ -60,7 +65,8 @@ class Runner:
             self._cache[key] = load_controlnet(name, device=self.config.device, dtype=self.config.dtype)[0]
         return self._cache[key]
 
-    def clip(self, upload: str | None, every: int, max_frames: int | None, resolution: int) -> tuple[Any, float]:
+    def clip(self, upload: str | None, every: int, max_frames: int | None, resolution: int,
+             start: float | None = None, end: float | None = None, fps: float | None = None) -> tuple[Any, float]:
         from .errors import UserError
         from .inputs import fit_resolution, load_clip
 
@@ -68,11 +74,12 @@ class Runner:
             raise UserError("upload a video first")
         if os.path.getsize(upload) > self.config.max_upload_mb * 2**20:
             raise UserError(f"the upload is larger than this server's limit of {self.config.max_upload_mb} MB")
-        frames, fps = load_clip(upload, every=int(every), max_frames=int(max_frames) if max_frames else None)
-        if fps and len(frames) * int(every) / fps > self.config.max_seconds + 1e-6:
+        frames, src_fps = load_clip(upload, every=int(every), max_frames=int(max_frames) if max_frames else None,
+                                    start=start, end=end)
+        if src_fps and len(frames) / src_fps > self.config.max_seconds + 1e-6:
             raise UserError(f"the clip is longer than this server's limit of {self.config.max_seconds:g} s; "
                             "lower 'max frames' or raise --max-seconds")
-        return fit_resolution(frames, int(resolution)), fps or 8.0
+        return fit_resolution(frames, int(resolution)), fps or src_fps or 8.0
 
     def save(self, result: Any, rows: list[Any], fps: float) -> tuple[str, str]:
         from .video import contact_sheet, write_video
@@ -90,7 +97,7 @@ def build(runner: Runner) -> Any:
     import torch
 
     from .errors import UserError
-    from .inputs import ANNOTATORS, annotate
+    from .inputs import ANNOTATORS, annotate, match_condition_video
 
     def guarded(fn: Any) -> Any:
         def run(*args: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:  # noqa: B008 (Gradio's idiom)
@@ -101,34 +108,49 @@ def build(runner: Runner) -> Any:
         return run
 
     def text_to_video(model, prompt, negative, frames, steps, guidance, seed, width, height, dx, dy, t0, t1,
-                      chunk, no_cfa, no_motion, fps):
-        pipe = runner.pipe(model)
+                      chunk, no_cfa, no_motion, fps, compat, lora, lora_scale):
+        pipe = runner.pipe(model, lora, lora_scale)
         result = pipe(prompt, negative_prompt=negative, video_length=int(frames),
                       num_inference_steps=int(steps) or None,
                       guidance_scale=guidance or None, generator=torch.Generator().manual_seed(int(seed)),
                       width=int(width) or None, height=int(height) or None,
                       motion=(0.0, 0.0) if no_motion else ((dx, dy) if dx is not None and dy is not None else None),
-                      t0=int(t0), t1=int(t1), chunk_size=int(chunk) or None, cross_frame_attention=not no_cfa)
+                      t0=int(t0), t1=int(t1), chunk_size=int(chunk) or None, cross_frame_attention=not no_cfa,
+                      compat=compat)
         return runner.save(result, [], float(fps))
 
     def control(upload, model, controlnet, condition, prompt, negative, steps, guidance, scale, seed, every,
-                max_frames, resolution, low, high, chunk):
-        frames, fps = runner.clip(upload, every, max_frames, resolution)
-        maps = annotate(frames, condition, None, low=int(low), high=int(high))
-        result = runner.pipe(model).control(prompt, [maps], [runner.controlnet(controlnet)], scales=[scale],
-                                            negative_prompt=negative, num_inference_steps=int(steps),
-                                            guidance_scale=guidance, chunk_size=int(chunk) or None,
-                                            generator=torch.Generator().manual_seed(int(seed)))
-        return runner.save(result, [frames, maps], fps)
+                max_frames, resolution, low, high, chunk, condition_upload, start, end, fps, compat, lora, lora_scale):
+        frames, out_fps = runner.clip(upload, every, max_frames, resolution, start or None, end or None, fps or None)
+        if condition_upload:  # precomputed maps, clipped like the input
+            cond, _ = runner.clip(condition_upload, every, max_frames, resolution, start or None, end or None)
+            maps = match_condition_video(cond, frames, "the condition video")
+        else:
+            maps = annotate(frames, condition, None, low=int(low), high=int(high))
+        pipe = runner.pipe(model, lora, lora_scale)
+        result = pipe.control(prompt, [maps], [runner.controlnet(controlnet)], scales=[scale], negative_prompt=negative,
+                              num_inference_steps=int(steps), guidance_scale=guidance, chunk_size=int(chunk) or None,
+                              generator=torch.Generator().manual_seed(int(seed)), compat=compat)
+        return runner.save(result, [frames, maps], out_fps)
 
     def edit(upload, model, instruction, negative, steps, guidance, image_guidance, seed, every, max_frames,
-             resolution, chunk):
-        frames, fps = runner.clip(upload, every, max_frames, resolution)
-        result = runner.pipe(model).edit(instruction, frames, negative_prompt=negative, num_inference_steps=int(steps),
-                                         guidance_scale=guidance, image_guidance_scale=image_guidance,
-                                         chunk_size=int(chunk) or None,
-                                         generator=torch.Generator().manual_seed(int(seed)))
-        return runner.save(result, [frames], fps)
+             resolution, chunk, start, end, fps, compat, lora, lora_scale):
+        frames, out_fps = runner.clip(upload, every, max_frames, resolution, start or None, end or None, fps or None)
+        pipe = runner.pipe(model, lora, lora_scale)
+        result = pipe.edit(instruction, frames, negative_prompt=negative, num_inference_steps=int(steps),
+                           guidance_scale=guidance, image_guidance_scale=image_guidance, chunk_size=int(chunk) or None,
+                           generator=torch.Generator().manual_seed(int(seed)), compat=compat)
+        return runner.save(result, [frames], out_fps)
+
+    def shared_options(video: bool) -> list[Any]:
+        """The options every mode has: clip range and rate (video modes), compat, an allow-listed LoRA."""
+        extra = []
+        if video:
+            extra = [gr.Number(value=0, label="start (s)"), gr.Number(value=0, label="end (s, 0: the end)"),
+                     gr.Number(value=0, label="fps (0: source fps / every)")]
+        return [*extra, gr.Dropdown(["t2vzero", "diffusers"], value="t2vzero", label="compat"),
+                gr.Dropdown([None, *runner.config.loras], value=None, label="LoRA (allow-list)"),
+                gr.Number(value=1.0, label="LoRA scale")]
 
     def outputs() -> list[Any]:
         return [gr.Video(label="video", buttons=["download"]), gr.Image(label="contact sheet", type="filepath")]
@@ -154,10 +176,11 @@ def build(runner: Runner) -> Any:
                 no_cfa = gr.Checkbox(label="no cross-frame attention (ablation)")
                 no_motion = gr.Checkbox(label="no motion (ablation)")
                 fps = gr.Number(value=4, label="fps")
+                shared = shared_options(video=False)
             go = gr.Button("Generate", variant="primary", elem_id="t2v-generate")
             out = outputs()
             inputs = [model, prompt, negative, frames, steps, guidance, seed, width, height, dx, dy, t0, t1, chunk,
-                      no_cfa, no_motion, fps]
+                      no_cfa, no_motion, fps, *shared]
             go.click(guarded(text_to_video), inputs, out)
             gr.Examples([[BUILT_IN, p] for p in ("a red circle on a blue background",
                                                  "a yellow triangle on a purple background",
@@ -181,10 +204,14 @@ def build(runner: Runner) -> Any:
                 c_low = gr.Number(value=100, precision=0, label="canny low")
                 c_high = gr.Number(value=200, precision=0, label="canny high")
                 c_chunk = gr.Number(value=0, precision=0, label="chunk size (0: whole video)")
+                c_cond = gr.Video(label="condition video (precomputed maps; overrides the condition)",
+                                  sources=["upload"])
+                c_shared = shared_options(video=True)
             c_go = gr.Button("Generate", variant="primary", elem_id="control-generate")
             c_out = outputs()
             c_go.click(guarded(control), [upload, c_model, c_net, condition, c_prompt, c_neg, c_steps, c_guid, c_scale,
-                                          c_seed, c_every, c_max, c_res, c_low, c_high, c_chunk], c_out)
+                                          c_seed, c_every, c_max, c_res, c_low, c_high, c_chunk, c_cond, *c_shared],
+                       c_out)
         with gr.Tab("Edit by instruction"):
             e_upload = gr.Video(label="input video", sources=["upload"], elem_id="edit-upload")
             e_model = gr.Dropdown(runner.choices(), value=BUILT_IN, label="Instruct-Pix2Pix model")
@@ -199,10 +226,11 @@ def build(runner: Runner) -> Any:
                 e_max = gr.Number(value=8, precision=0, label="max frames")
                 e_res = gr.Number(value=512, precision=0, label="resolution (longer side)")
                 e_chunk = gr.Number(value=0, precision=0, label="chunk size (0: whole video)")
+                e_shared = shared_options(video=True)
             e_go = gr.Button("Edit", variant="primary", elem_id="edit-generate")
             e_out = outputs()
             e_go.click(guarded(edit), [e_upload, e_model, instruction, e_neg, e_steps, e_guid, e_img, e_seed, e_every,
-                                       e_max, e_res, e_chunk], e_out)
+                                       e_max, e_res, e_chunk, *e_shared], e_out)
     return demo
 
 

@@ -295,11 +295,13 @@ def evaluate(videos: tuple[str, ...], prompt: str | None, source: str | None, cl
 @click.option("--port", type=int, default=7860, show_default=True)
 @click.option("--models", multiple=True, help="Allow-listed models (folders or hub ids); repeatable.")
 @click.option("--controlnets", multiple=True, help="Allow-listed ControlNets; repeatable.")
+@click.option("--loras", multiple=True, help="Allow-listed LoRA weights; repeatable.")
 @click.option("--max-upload-mb", type=int, default=50, show_default=True)
 @click.option("--max-seconds", type=float, default=10.0, show_default=True, help="Longest input clip.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
-def app(host: str, port: int, models: tuple[str, ...], controlnets: tuple[str, ...], max_upload_mb: int,
+def app(host: str, port: int, models: tuple[str, ...], controlnets: tuple[str, ...], loras: tuple[str, ...],
+        max_upload_mb: int,
         max_seconds: float, device: str, dtype: str) -> None:
     """Serve the web app (Gradio): text→video, ControlNet video, editing."""
     from .models import check_dtype_name
@@ -312,7 +314,8 @@ def app(host: str, port: int, models: tuple[str, ...], controlnets: tuple[str, .
     except ImportError as exc:
         raise UserError(f"the app needs gradio ({exc.name} is missing): pip install 't2vzero[app]'") from None
     _quiet_libraries()
-    serve(AppConfig(list(models), list(controlnets), max_upload_mb, max_seconds, device, dtype), host, port)
+    serve(AppConfig(list(models), list(controlnets), list(loras), max_upload_mb, max_seconds, device, dtype), host,
+          port)
 
 
 def _quiet_libraries() -> None:
