@@ -51,8 +51,8 @@ def main() -> None:
 @click.option("--size", default=None, help="WxH, multiples of 8 [default: the model's native size].")
 @click.option("--motion", default=None, help="Motion δ as DX,DY pixels per frame on a 512 grid; positive moves "
               "content left/up, as the reference [default: model's, else 12,12].")
-@click.option("--t0", type=int, default=None, help="Timestep t0 of the motion jump [default: 881].")
-@click.option("--t1", type=int, default=None, help="Timestep t1 of the motion jump [default: 941].")
+@click.option("--t0", type=int, default=None, help="Timestep t0 of the motion jump [default: model's, else 881].")
+@click.option("--t1", type=int, default=None, help="Timestep t1 of the motion jump [default: model's, else 941].")
 @click.option("--chunk-size", type=int, default=None,
               help="Frames per chunk (frame 1 is in every chunk) to bound memory.")
 @click.option("--no-cross-frame-attention", is_flag=True, help="Ablation: plain self-attention per frame.")
