@@ -114,6 +114,26 @@ class LossLog:
         self.file.close()
 
 
+def _optimise(opt: Any, loss: Any, params: Any) -> None:
+    """One optimiser step with gradients clipped to norm 1, as every phase takes."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
+def _record(recent: list[float], step: int, value: float, *, log: LossLog, bar: Any, opt: Any, start: float,
+            phase: str, name: str, digits: int, **extra: float) -> list[float]:
+    """Keep the last 100 values; every 25 steps write the loss log and the bar's running mean."""
+    recent = (recent + [value])[-100:]
+    if step % 25 == 0:
+        log.write(phase=phase, step=step, **{name: value}, **extra, lr=opt.param_groups[0]["lr"],
+                  t=round(time.monotonic() - start, 1))
+        bar.set_postfix({name: f"{np.mean(recent):.{digits}f}"})
+    bar.update(1)
+    return recent
+
+
 def train_vae(vae: Any, rng: np.random.Generator, steps: int, minutes: float, batch: int, log: LossLog) -> dict:
     """Phase 1. Fresh images every step (drawing is ~0.2 ms/image, negligible next to the model)."""
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
@@ -133,16 +153,9 @@ def train_vae(vae: Any, rng: np.random.Generator, steps: int, minutes: float, ba
         mse = torch.nn.functional.mse_loss(recon, x)
         kl = posterior.kl().mean()
         loss = mse + 1e-6 * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        recent = (recent + [mse.item()])[-100:]
-        if step % 25 == 0:
-            log.write(phase="vae", step=step, mse=mse.item(), kl=kl.item(), lr=opt.param_groups[0]["lr"],
-                      t=round(time.monotonic() - start, 1))
-            bar.set_postfix(mse=f"{np.mean(recent):.5f}")
-        bar.update(1)
+        _optimise(opt, loss, vae.parameters())
+        recent = _record(recent, step, mse.item(), log=log, bar=bar, opt=opt, start=start, phase="vae", name="mse",
+                         digits=5, kl=kl.item())
     bar.close()
     vae.eval()
     return {"steps": step + 1, "minutes": (time.monotonic() - start) / 60, "final_mse": float(np.mean(recent))}
@@ -172,16 +185,9 @@ def finetune_decoder(vae: Any, rng: np.random.Generator, steps: int, minutes: fl
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
         mse = torch.nn.functional.mse_loss(vae.decode(z).sample, x)
-        opt.zero_grad(set_to_none=True)
-        mse.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        recent = (recent + [mse.item()])[-100:]
-        if step % 25 == 0:
-            log.write(phase="decoder", step=step, mse=mse.item(), lr=opt.param_groups[0]["lr"],
-                      t=round(time.monotonic() - start, 1))
-            bar.set_postfix(mse=f"{np.mean(recent):.5f}")
-        bar.update(1)
+        _optimise(opt, mse, params)
+        recent = _record(recent, step, mse.item(), log=log, bar=bar, opt=opt, start=start, phase="decoder",
+                         name="mse", digits=5)
     bar.close()
     vae.eval()
     return {"steps": step + 1, "minutes": (time.monotonic() - start) / 60, "final_mse": float(np.mean(recent))}
@@ -239,16 +245,9 @@ def train_unet(unet: Any, text_encoder: Any, tokenizer: Any, pool: tuple[torch.T
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * z + (1 - a).sqrt() * noise
         loss = torch.nn.functional.mse_loss(unet(noisy, t, states).sample, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        recent = (recent + [loss.item()])[-100:]
-        if step % 25 == 0:
-            log.write(phase="unet", step=step, loss=loss.item(), lr=opt.param_groups[0]["lr"],
-                      t=round(time.monotonic() - start, 1))
-            bar.set_postfix(loss=f"{np.mean(recent):.4f}")
-        bar.update(1)
+        _optimise(opt, loss, params)
+        recent = _record(recent, step, loss.item(), log=log, bar=bar, opt=opt, start=start, phase="unet",
+                         name="loss", digits=4)
     bar.close()
     unet.eval()
     text_encoder.eval()
