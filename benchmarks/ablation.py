@@ -7,7 +7,7 @@ it generates the same seeded videos (8 frames, the model's defaults) and reports
 - |Δx|, |Δy|: mean absolute centroid displacement from frame 1 to the last frame, in pixels;
 - monotone: share of videos whose centroid moves monotonically the way the motion field implies.
 
-    python benchmarks/ablation.py [--videos 24] [--motion DX,DY]
+    python benchmarks/ablation.py [--videos 24] [--t0 T0 --t1 T1] [--model DIR]
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import time
 import numpy as np
 
 
-def run_variant(pipe, prompts, *, cross_frame: bool, motion: tuple[float, float] | None, frames: int):
+def run_variant(pipe, prompts, *, cross_frame: bool, motion: tuple[float, float] | None, frames: int,
+                t0: int | None = None, t1: int | None = None):
     import torch
 
     from t2vzero.evaluate import judge_metrics, moves_monotonically
@@ -27,7 +28,7 @@ def run_variant(pipe, prompts, *, cross_frame: bool, motion: tuple[float, float]
     rows = []
     for i, prompt in enumerate(prompts):
         out = pipe(prompt, video_length=frames, generator=torch.Generator().manual_seed(i), motion=motion,
-                   cross_frame_attention=cross_frame, progress=False)
+                   cross_frame_attention=cross_frame, t0=t0, t1=t1, progress=False)
         m = judge_metrics(out.uint8()[0], prompt)
         # Positive δ moves content left/up (as the reference): x and y decrease.
         mono_x = moves_monotonically(m["centroid_x"], -np.sign(delta[0])) if delta[0] else None
@@ -47,6 +48,8 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--model", default=None, help="default: the built-in model")
+    parser.add_argument("--t0", type=int, default=None, help="default: the model's (paper: 881)")
+    parser.add_argument("--t1", type=int, default=None, help="default: the model's (paper: 941)")
     args = parser.parse_args()
 
     from t2vzero import TextToVideoZero
@@ -57,12 +60,14 @@ def main() -> None:
     variants = [("(a) full method", True, None), ("(b) no cross-frame attention", False, None),
                 ("(c) no motion", True, (0.0, 0.0)), ("(d) neither", False, (0.0, 0.0))]
     print(f"{len(prompts)} seeded videos of {args.frames} frames per variant, "
-          f"motion {tuple(pipe.defaults.get('motion', (12, 12)))} on a 512 grid, size {pipe.native_size()}")
+          f"motion {tuple(pipe.defaults.get('motion', (12, 12)))} on a 512 grid, size {pipe.native_size()}, "
+          f"t0/t1 {args.t0 or pipe.defaults.get('t0', 881)}/{args.t1 or pipe.defaults.get('t1', 941)}")
     print(f"{'variant':32s} {'identity kept':>13s} {'prompt kept':>11s} {'|Δx| px':>8s} {'|Δy| px':>8s} "
           f"{'monotone':>8s} {'s':>6s}")
     for name, cross_frame, motion in variants:
         t = time.perf_counter()
-        rows = run_variant(pipe, prompts, cross_frame=cross_frame, motion=motion, frames=args.frames)
+        rows = run_variant(pipe, prompts, cross_frame=cross_frame, motion=motion, frames=args.frames,
+                           t0=args.t0, t1=args.t1)
         mono = [r["monotone"] for r in rows if r["monotone"] is not None]
         print(f"{name:32s} {np.mean([r['identity'] for r in rows]):13.0%} {np.mean([r['prompt'] for r in rows]):11.0%}"
               f" {np.mean([r['dx'] for r in rows]):8.1f} {np.mean([r['dy'] for r in rows]):8.1f} "

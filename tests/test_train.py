@@ -1,5 +1,6 @@
 """The built-in model's trainer: refuses to clobber, writes a loadable model, reproducible by seed."""
 
+import json
 import subprocess
 import sys
 
@@ -7,8 +8,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-TINY = ["--ae-steps", "2", "--unet-steps", "2", "--pool", "64", "--ae-batch", "4", "--unet-batch", "4",
-        "--threads", "1"]
+TINY = ["--ae-steps", "2", "--dec-steps", "2", "--unet-steps", "2", "--pool", "64", "--ae-batch", "4",
+        "--unet-batch", "4", "--threads", "1"]
 
 
 def train(out, *extra):
@@ -36,6 +37,9 @@ def test_a_short_run_writes_a_loadable_model_reproducibly(tmp_path):
         name = "model.safetensors" if part == "text_encoder" else "diffusion_pytorch_model.safetensors"
         a, b = load_file(first / part / name), load_file(second / part / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    phases = [json.loads(line)["phase"] for line in (first / "train_log.jsonl").read_text().splitlines()]
+    assert [p for p in dict.fromkeys(phases)] == ["vae", "decoder", "encode", "unet", "done"]
+    assert json.loads((first / "t2vzero.json").read_text())["vocabulary"]  # the CLI's unknown-word warning reads it
     pipe = TextToVideoZero.from_pretrained(str(first))
     frames = pipe("a red circle on a blue background", video_length=2, num_inference_steps=2,
                   generator=torch.Generator().manual_seed(0), progress=False).frames
