@@ -126,30 +126,50 @@ def _optimise(opt: Any, loss: Any, params: Any) -> None:
     opt.step()
 
 
-def _record(recent: list[float], step: int, value: float, *, log: LossLog, bar: Any, opt: Any, start: float,
-            phase: str, name: str, digits: int, **extra: float) -> list[float]:
-    """Keep the last 100 values; every 25 steps write the loss log and the bar's running mean."""
-    recent = (recent + [value])[-100:]
-    if step % 25 == 0:
-        log.write(phase=phase, step=step, **{name: value}, **extra, lr=opt.param_groups[0]["lr"],
-                  t=round(time.monotonic() - start, 1))
-        bar.set_postfix({name: f"{np.mean(recent):.{digits}f}"})
-    bar.update(1)
-    return recent
+class _Phase:
+    """One training phase's loop: runs to its step count or wall-clock cap, sets the warm-up + cosine LR
+    each step (progress is whichever of steps and time is further along), logs and shows the loss."""
+
+    def __init__(self, name: str, opt: Any, lr: float, steps: int, minutes: float, warmup: int, log: LossLog,
+                 metric: str, digits: int) -> None:
+        self.name, self.opt, self.lr, self.steps, self.cap, self.warmup = name, opt, lr, steps, minutes * 60, warmup
+        self.log, self.metric, self.digits = log, metric, digits
+        self.done, self.recent, self.start = 0, [], time.monotonic()
+        self.bar = tqdm(total=steps, desc=name, dynamic_ncols=True)
+
+    def __iter__(self) -> Any:
+        for step in range(self.steps):
+            elapsed = time.monotonic() - self.start
+            if elapsed > self.cap:
+                break
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr * lr_factor(max(step / self.steps, elapsed / self.cap), step, self.warmup)
+            yield step
+            self.done = step + 1
+
+    def record(self, value: float, **extra: float) -> None:
+        """Keep the last 100 values; every 25 steps write the loss log and the bar's running mean."""
+        step = self.done
+        self.recent = (self.recent + [value])[-100:]
+        if step % 25 == 0:
+            self.log.write(phase=self.name, step=step, **{self.metric: value}, **extra,
+                           lr=self.opt.param_groups[0]["lr"], t=round(time.monotonic() - self.start, 1))
+            self.bar.set_postfix({self.metric: f"{np.mean(self.recent):.{self.digits}f}"})
+        self.bar.update(1)
+
+    def summary(self) -> dict:
+        """Steps actually taken, minutes, and the mean of the last 100 values."""
+        self.bar.close()
+        return {"steps": self.done, "minutes": (time.monotonic() - self.start) / 60,
+                f"final_{self.metric}": float(np.mean(self.recent))}
 
 
 def train_vae(vae: Any, rng: np.random.Generator, steps: int, minutes: float, batch: int, log: LossLog) -> dict:
     """Phase 1. Fresh images every step (drawing is ~0.2 ms/image, negligible next to the model)."""
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     vae.train()
-    start, recent, step = time.monotonic(), [], 0
-    bar = tqdm(total=steps, desc="vae", dynamic_ncols=True)
-    for step in range(steps):
-        elapsed = time.monotonic() - start
-        if elapsed > minutes * 60:
-            break
-        for group in opt.param_groups:
-            group["lr"] = 1e-3 * lr_factor(max(step / steps, elapsed / (minutes * 60)), step, 50)
+    phase = _Phase("vae", opt, 1e-3, steps, minutes, 50, log, "mse", 5)
+    for _ in phase:
         images, _ = data.make_batch(rng, batch)
         x = to_tensor(images)
         posterior = vae.encode(x).latent_dist
@@ -158,11 +178,9 @@ def train_vae(vae: Any, rng: np.random.Generator, steps: int, minutes: float, ba
         kl = posterior.kl().mean()
         loss = mse + 1e-6 * kl
         _optimise(opt, loss, vae.parameters())
-        recent = _record(recent, step, mse.item(), log=log, bar=bar, opt=opt, start=start, phase="vae", name="mse",
-                         digits=5, kl=kl.item())
-    bar.close()
+        phase.record(mse.item(), kl=kl.item())
     vae.eval()
-    return {"steps": step + 1, "minutes": (time.monotonic() - start) / 60, "final_mse": float(np.mean(recent))}
+    return phase.summary()
 
 
 def finetune_decoder(vae: Any, rng: np.random.Generator, steps: int, minutes: float, batch: int, lr: float,
@@ -170,31 +188,23 @@ def finetune_decoder(vae: Any, rng: np.random.Generator, steps: int, minutes: fl
     """Train only the decoder (and post-quant conv) with the encoder frozen.
 
     The latent space, and so the scaling factor and any UNet trained on it, stays valid; this sharpens
-    a decoder that phase 1 left soft without retraining the UNet.
+    the edges that phase 1 leaves soft (a shape's corners are decided there).
     """
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     vae.eval()
     vae.decoder.train()
-    start, recent, step = time.monotonic(), [], 0
-    bar = tqdm(total=steps, desc="decoder", dynamic_ncols=True)
-    for step in range(steps):
-        elapsed = time.monotonic() - start
-        if elapsed > minutes * 60:
-            break
-        for group in opt.param_groups:
-            group["lr"] = lr * lr_factor(max(step / steps, elapsed / (minutes * 60)), step, 20)
+    phase = _Phase("decoder", opt, lr, steps, minutes, 20, log, "mse", 5)
+    for _ in phase:
         images, _ = data.make_batch(rng, batch)
         x = to_tensor(images)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
         mse = torch.nn.functional.mse_loss(vae.decode(z).sample, x)
         _optimise(opt, mse, params)
-        recent = _record(recent, step, mse.item(), log=log, bar=bar, opt=opt, start=start, phase="decoder",
-                         name="mse", digits=5)
-    bar.close()
+        phase.record(mse.item())
     vae.eval()
-    return {"steps": step + 1, "minutes": (time.monotonic() - start) / 60, "final_mse": float(np.mean(recent))}
+    return phase.summary()
 
 
 @torch.no_grad()
@@ -228,15 +238,9 @@ def train_unet(unet: Any, text_encoder: Any, tokenizer: Any, pool: tuple[torch.T
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
     unet.train()
     text_encoder.train()
-    start, recent, step = time.monotonic(), [], 0
     order = np.empty(0, np.int64)
-    bar = tqdm(total=steps, desc="unet", dynamic_ncols=True)
-    for step in range(steps):
-        elapsed = time.monotonic() - start
-        if elapsed > minutes * 60:
-            break
-        for group in opt.param_groups:
-            group["lr"] = 1e-3 * lr_factor(max(step / steps, elapsed / (minutes * 60)), step, 200)
+    phase = _Phase("unet", opt, 1e-3, steps, minutes, 200, log, "loss", 4)
+    for _ in phase:
         if len(order) < batch:  # a new seeded epoch order
             order = np.concatenate([order, rng.permutation(len(captions))])
         idx, order = torch.from_numpy(order[:batch]), order[batch:]
@@ -250,12 +254,10 @@ def train_unet(unet: Any, text_encoder: Any, tokenizer: Any, pool: tuple[torch.T
         noisy = a.sqrt() * z + (1 - a).sqrt() * noise
         loss = torch.nn.functional.mse_loss(unet(noisy, t, states).sample, noise)
         _optimise(opt, loss, params)
-        recent = _record(recent, step, loss.item(), log=log, bar=bar, opt=opt, start=start, phase="unet",
-                         name="loss", digits=4)
-    bar.close()
+        phase.record(loss.item())
     unet.eval()
     text_encoder.eval()
-    return {"steps": step + 1, "minutes": (time.monotonic() - start) / 60, "final_loss": float(np.mean(recent))}
+    return phase.summary()
 
 
 def model_card(args: argparse.Namespace, stats: dict, scaling: float, counts: dict[str, int]) -> str:
