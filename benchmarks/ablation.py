@@ -7,7 +7,9 @@ it generates the same seeded videos (8 frames, the model's defaults) and reports
 - |Δx|, |Δy|: mean absolute centroid displacement from frame 1 to the last frame, in pixels;
 - monotone: share of videos whose centroid moves monotonically the way the motion field implies.
 
-    python benchmarks/ablation.py [--videos 24] [--t0 T0 --t1 T1] [--model DIR]
+    python benchmarks/ablation.py [--videos 24] [--seed 0] [--t0 T0 --t1 T1] [--steps N] [--model DIR]
+
+Video i uses prompt i and seed `--seed` + i; other seeds than the tests' (0..23) give a held-out measure.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 
 def run_variant(pipe, prompts, *, cross_frame: bool, motion: tuple[float, float] | None, frames: int,
-                t0: int | None = None, t1: int | None = None):
+                t0: int | None = None, t1: int | None = None, steps: int | None = None, seed: int = 0):
     import torch
 
     from t2vzero.evaluate import judge_metrics, moves_monotonically
@@ -27,8 +29,8 @@ def run_variant(pipe, prompts, *, cross_frame: bool, motion: tuple[float, float]
     delta = motion if motion is not None else tuple(pipe.defaults.get("motion", (12.0, 12.0)))
     rows = []
     for i, prompt in enumerate(prompts):
-        out = pipe(prompt, video_length=frames, generator=torch.Generator().manual_seed(i), motion=motion,
-                   cross_frame_attention=cross_frame, t0=t0, t1=t1, progress=False)
+        out = pipe(prompt, video_length=frames, generator=torch.Generator().manual_seed(seed + i), motion=motion,
+                   cross_frame_attention=cross_frame, t0=t0, t1=t1, num_inference_steps=steps, progress=False)
         m = judge_metrics(out.uint8()[0], prompt)
         # Positive δ moves content left/up (as the reference): x and y decrease.
         mono_x = moves_monotonically(m["centroid_x"], -np.sign(delta[0])) if delta[0] else None
@@ -46,7 +48,9 @@ def run_variant(pipe, prompts, *, cross_frame: bool, motion: tuple[float, float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=24)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first video (video i: seed + i)")
     parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's)")
     parser.add_argument("--model", default=None, help="default: the built-in model")
     parser.add_argument("--t0", type=int, default=None, help="default: the model's (paper: 881)")
     parser.add_argument("--t1", type=int, default=None, help="default: the model's (paper: 941)")
@@ -61,13 +65,15 @@ def main() -> None:
                 ("(c) no motion", True, (0.0, 0.0)), ("(d) neither", False, (0.0, 0.0))]
     print(f"{len(prompts)} seeded videos of {args.frames} frames per variant, "
           f"motion {tuple(pipe.defaults.get('motion', (12, 12)))} on a 512 grid, size {pipe.native_size()}, "
-          f"t0/t1 {args.t0 or pipe.defaults.get('t0', 881)}/{args.t1 or pipe.defaults.get('t1', 941)}")
+          f"t0/t1 {args.t0 or pipe.defaults.get('t0', 881)}/{args.t1 or pipe.defaults.get('t1', 941)}, "
+          f"{args.steps or pipe.defaults.get('num_inference_steps', 50)} steps, "
+          f"seeds {args.seed}..{args.seed + len(prompts) - 1}")
     print(f"{'variant':32s} {'identity kept':>13s} {'prompt kept':>11s} {'|Δx| px':>8s} {'|Δy| px':>8s} "
           f"{'monotone':>8s} {'s':>6s}")
     for name, cross_frame, motion in variants:
         t = time.perf_counter()
         rows = run_variant(pipe, prompts, cross_frame=cross_frame, motion=motion, frames=args.frames,
-                           t0=args.t0, t1=args.t1)
+                           t0=args.t0, t1=args.t1, steps=args.steps, seed=args.seed)
         mono = [r["monotone"] for r in rows if r["monotone"] is not None]
         print(f"{name:32s} {np.mean([r['identity'] for r in rows]):13.0%} {np.mean([r['prompt'] for r in rows]):11.0%}"
               f" {np.mean([r['dx'] for r in rows]):8.1f} {np.mean([r['dy'] for r in rows]):8.1f} "

@@ -44,8 +44,11 @@ from t2vzero.tiny import write_clip_tokenizer_files
 MODEL_MAX_LENGTH = 77  # SD's prompt length, so the model accepts any prompt the generator passes
 # What `t2vzero` uses when the caller gives nothing. t0/t1 sit far below the paper's 881/941: at those noise
 # levels this small model's latent holds almost no layout yet, so the t0->t1 jump would re-draw the object.
-GENERATION_DEFAULTS: dict[str, Any] = {"height": 64, "width": 64, "motion": [16, 0], "num_inference_steps": 25,
-                                       "guidance_scale": 7.5, "t0": 300, "t1": 400}
+# They are one DDIM step apart (50 steps): the fresh forward noise of each frame is then small, so frames that
+# share a whole-latent-pixel shift do not jitter back against the motion. Chosen on 192 held-out videos
+# (seeds 1000-1095, 2000-2095): monotone centroid 46 % -> 95 % against 300/400 at 25 steps, identity 87 % both.
+GENERATION_DEFAULTS: dict[str, Any] = {"height": 64, "width": 64, "motion": [16, 0], "num_inference_steps": 50,
+                                       "guidance_scale": 7.5, "t0": 201, "t1": 221}
 SCHEDULER_KWARGS: dict[str, Any] = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
                                     "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
 
