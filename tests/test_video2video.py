@@ -12,6 +12,7 @@ from diffusers import (
 from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_video_zero import CrossFrameAttnProcessor
 from PIL import Image
 
+from clips import moving_square
 from t2vzero.errors import UserError
 from t2vzero.modes.video2video import control_video, edit_video
 
@@ -23,10 +24,7 @@ def seeded(seed=0):
 
 
 def moving_square_video(frames=FRAMES, size=64):
-    video = np.full((frames, size, size, 3), 40, np.uint8)
-    for i in range(frames):
-        video[i, 20:40, 8 + 6 * i: 28 + 6 * i] = (230, 200, 30)
-    return video
+    return moving_square(frames, size, size, top=20, side=20, left=8, step=6, colour=(230, 200, 30), ground=40)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from clips import moving_square
 from t2vzero.cli import run
 from t2vzero.errors import UserError
 from t2vzero.inputs import canny, fit_resolution, load_clip
@@ -12,10 +13,7 @@ from t2vzero.video import read_video, write_video
 
 
 def square_video(frames=6, h=48, w=64):
-    video = np.full((frames, h, w, 3), 30, np.uint8)
-    for i in range(frames):
-        video[i, 12:32, 4 + 5 * i: 24 + 5 * i] = (230, 60, 40)
-    return video
+    return moving_square(frames, h, w, top=12, side=20, left=4, step=5, colour=(230, 60, 40), ground=30)
 
 
 @pytest.fixture(scope="module")

@@ -152,6 +152,16 @@ def build(runner: Runner) -> Any:
                 gr.Dropdown([None, *runner.config.loras], value=None, label="LoRA (allow-list)"),
                 gr.Number(value=1.0, label="LoRA scale")]
 
+    def clip_options(steps: int, guidance: float, second: tuple[str, float]) -> list[Any]:
+        """What both video-to-video tabs ask, in their callbacks' order: negative prompt, steps, guidance,
+        a second strength (ControlNet scale / image guidance), seed, then which frames at what size."""
+        return [gr.Textbox(label="negative prompt", value=""), gr.Number(value=steps, precision=0, label="steps"),
+                gr.Number(value=guidance, label="guidance"), gr.Number(value=second[1], label=second[0]),
+                gr.Number(value=0, precision=0, label="seed"),
+                gr.Number(value=1, precision=0, label="every N-th frame"),
+                gr.Number(value=8, precision=0, label="max frames"),
+                gr.Number(value=512, precision=0, label="resolution (longer side)")]
+
     def outputs() -> list[Any]:
         return [gr.Video(label="video", buttons=["download"]), gr.Image(label="contact sheet", type="filepath")]
 
@@ -193,14 +203,7 @@ def build(runner: Runner) -> Any:
             condition = gr.Dropdown(list(ANNOTATORS), value="canny", label="condition")
             c_prompt = gr.Textbox(label="prompt")
             with gr.Accordion("advanced", open=False):
-                c_neg = gr.Textbox(label="negative prompt", value="")
-                c_steps = gr.Number(value=20, precision=0, label="steps")
-                c_guid = gr.Number(value=9.0, label="guidance")
-                c_scale = gr.Number(value=1.0, label="ControlNet scale")
-                c_seed = gr.Number(value=0, precision=0, label="seed")
-                c_every = gr.Number(value=1, precision=0, label="every N-th frame")
-                c_max = gr.Number(value=8, precision=0, label="max frames")
-                c_res = gr.Number(value=512, precision=0, label="resolution (longer side)")
+                c_opts = clip_options(20, 9.0, ("ControlNet scale", 1.0))
                 c_low = gr.Number(value=100, precision=0, label="canny low")
                 c_high = gr.Number(value=200, precision=0, label="canny high")
                 c_chunk = gr.Number(value=0, precision=0, label="chunk size (0: whole video)")
@@ -209,28 +212,19 @@ def build(runner: Runner) -> Any:
                 c_shared = shared_options(video=True)
             c_go = gr.Button("Generate", variant="primary", elem_id="control-generate")
             c_out = outputs()
-            c_go.click(guarded(control), [upload, c_model, c_net, condition, c_prompt, c_neg, c_steps, c_guid, c_scale,
-                                          c_seed, c_every, c_max, c_res, c_low, c_high, c_chunk, c_cond, *c_shared],
-                       c_out)
+            c_go.click(guarded(control), [upload, c_model, c_net, condition, c_prompt, *c_opts, c_low, c_high, c_chunk,
+                                          c_cond, *c_shared], c_out)
         with gr.Tab("Edit by instruction"):
             e_upload = gr.Video(label="input video", sources=["upload"], elem_id="edit-upload")
             e_model = gr.Dropdown(runner.choices(), value=BUILT_IN, label="Instruct-Pix2Pix model")
             instruction = gr.Textbox(label="instruction", elem_id="edit-instruction")
             with gr.Accordion("advanced", open=False):
-                e_neg = gr.Textbox(label="negative prompt", value="")
-                e_steps = gr.Number(value=50, precision=0, label="steps")
-                e_guid = gr.Number(value=7.5, label="guidance")
-                e_img = gr.Number(value=1.5, label="image guidance")
-                e_seed = gr.Number(value=0, precision=0, label="seed")
-                e_every = gr.Number(value=1, precision=0, label="every N-th frame")
-                e_max = gr.Number(value=8, precision=0, label="max frames")
-                e_res = gr.Number(value=512, precision=0, label="resolution (longer side)")
+                e_opts = clip_options(50, 7.5, ("image guidance", 1.5))
                 e_chunk = gr.Number(value=0, precision=0, label="chunk size (0: whole video)")
                 e_shared = shared_options(video=True)
             e_go = gr.Button("Edit", variant="primary", elem_id="edit-generate")
             e_out = outputs()
-            e_go.click(guarded(edit), [e_upload, e_model, instruction, e_neg, e_steps, e_guid, e_img, e_seed, e_every,
-                                       e_max, e_res, e_chunk, *e_shared], e_out)
+            e_go.click(guarded(edit), [e_upload, e_model, instruction, *e_opts, e_chunk, *e_shared], e_out)
     return demo
 
 
