@@ -12,6 +12,7 @@ import torch
 from t2vzero import TextToVideoZero
 from t2vzero.default_model.evaluate_images import evaluation_prompts
 from t2vzero.default_model.judge import judge
+from t2vzero.default_model.train import GENERATION_DEFAULTS
 from t2vzero.evaluate import judge_metrics, moves_monotonically
 from t2vzero.models import DEFAULT_MODEL_DIR
 
@@ -37,6 +38,8 @@ def test_shipped_in_the_diffusers_layout_as_safetensors_under_30_mb():
     assert sum(p.stat().st_size for p in files) <= 30 * 2**20
     defaults = json.loads((DEFAULT_MODEL_DIR / "t2vzero.json").read_text())
     assert {"height", "width", "motion"} <= defaults.keys()
+    # The trainer writes its GENERATION_DEFAULTS; the shipped ones were retuned later and must stay in step.
+    assert {k: defaults[k] for k in GENERATION_DEFAULTS} == GENERATION_DEFAULTS
 
 
 def test_text_to_image_gets_background_colour_and_shape_right(pipe):
