@@ -44,6 +44,15 @@ def test_a_diffusers_folder_loads_the_same_weights(tiny, tiny_model_dir):
     assert np.abs(video(loaded) - video(TextToVideoZero(**tiny))).max() < 1e-5
 
 
+def test_loading_passes_the_dtype_without_a_deprecation_warning(tiny_model_dir):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # diffusers warns when given the old `torch_dtype` name
+        components, _ = load_components(str(tiny_model_dir), device="cpu", dtype="bfloat16")
+    assert components["unet"].dtype == torch.bfloat16
+
+
 def test_lora_scale_zero_is_the_base_model_and_scale_changes_output(tiny_model_dir, lora_file):
     base = video(TextToVideoZero.from_pretrained(str(tiny_model_dir)))
     zero = video(TextToVideoZero.from_pretrained(str(tiny_model_dir), lora=[f"{lora_file}:0"]))

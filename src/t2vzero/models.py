@@ -74,11 +74,21 @@ def _check_pickle(path: Path, allow_pickle: bool) -> None:
                             "loaded; convert them to safetensors or pass --allow-pickle if you trust them")
 
 
+def dtype_keyword() -> str:
+    """diffusers renamed `torch_dtype` to `dtype` (the old name now warns); older releases know only the old."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (present since the rename)
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
+
+
 def _load_pipeline(model: str, allow_pickle: bool, config: str | None, torch_dtype: Any) -> Any:
     from diffusers import StableDiffusionPipeline
 
     path = Path(model).expanduser()
-    common: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False, "torch_dtype": torch_dtype}
+    common: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False,
+                              dtype_keyword(): torch_dtype}
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise UserError(f"{path} is not a Stable Diffusion checkpoint in the diffusers layout "

@@ -41,7 +41,9 @@ def generate(model_dir: str | Path, prompts: list[str], *, seeds: list[int], num
     import torch
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, torch_dtype=torch.float32)
+    from t2vzero.models import dtype_keyword
+
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, **{dtype_keyword(): torch.float32})
     pipe.set_progress_bar_config(disable=True)
     images = []
     for i in range(0, len(prompts), batch):
