@@ -94,3 +94,12 @@ def test_batch_not_divisible_by_frames_is_reported(tiny):
     x, emb = inputs(tiny, 5)
     with cross_frame_attention(unet) as proc, pytest.raises(ValueError, match="5 for 2 frames"):
         unet_out(unet, x, emb, proc, 2)
+
+
+def test_a_model_given_twice_is_restored(tiny):
+    # e.g. one ControlNet object used for two conditions
+    unet = tiny["unet"]
+    before = dict(unet.attn_processors)
+    with cross_frame_attention(unet, unet, None):
+        assert any(isinstance(p, CrossFrameAttnProcessor) for p in unet.attn_processors.values())
+    assert unet.attn_processors == before

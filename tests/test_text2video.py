@@ -9,7 +9,7 @@ from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_vid
 
 from t2vzero import TextToVideoZero
 from t2vzero.errors import UserError
-from t2vzero.modes.text2video import latents_at_t1
+from t2vzero.modes.text2video import Jump, latents_at_t1
 
 
 def seeded(seed=0):
@@ -93,7 +93,9 @@ def test_latents_at_t1_translate_frame_one_and_renoise(tiny):
     x_t1 = torch.full((1, 4, 8, 8), 7.0)
     eps = torch.zeros(1, 3, 4, 8, 8)
     # δ = 64 on a 512 grid is one latent pixel per frame at 8×8 latents.
-    out = latents_at_t1(x_t1, x_t0, eps, [0, 1, 3], (64.0, 0.0), (64, 64), scheduler, 881, 941, "t2vzero")
+    bars = (float(scheduler.alphas_cumprod[881]), float(scheduler.alphas_cumprod[941]))
+    out = latents_at_t1(x_t1, x_t0, eps, [0, 1, 3], (64.0, 0.0), (64, 64), scheduler, Jump(881, 941, bars),
+                        "t2vzero")
     assert out.shape == (1, 3, 4, 8, 8)
     assert torch.equal(out[0, 0], x_t1[0])
     for j, k in ((1, 1), (2, 3)):
@@ -163,3 +165,26 @@ def test_other_architectures_schedulers_and_sizes(variant):
     chunked = pipe("a blue square", generator=seeded(6), chunk_size=3, **kw).frames
     assert full.shape == (1, 4, size["height"], size["width"], 3) and np.isfinite(full).all()
     assert np.abs(full - chunked).max() < 1e-4
+
+
+def test_size_must_suit_the_vae_factor_and_sample_size_may_be_a_pair(tiny):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    x16 = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16,) * 5,
+                        norm_num_groups=16, down_block_types=("DownEncoderBlock2D",) * 5,
+                        up_block_types=("UpDecoderBlock2D",) * 5)
+    pipe = TextToVideoZero(**{**tiny, "vae": x16})
+    with pytest.raises(UserError, match="multiple of 16"):
+        pipe("a red circle", video_length=2, height=72, width=64, num_inference_steps=2, progress=False)
+    out = pipe("a red circle", video_length=2, height=64, width=96, num_inference_steps=2, progress=False).frames
+    assert out.shape == (1, 2, 64, 96, 3)
+    unet = UNet2DConditionModel.from_config({**tiny["unet"].config, "sample_size": (4, 6)})
+    assert TextToVideoZero(**{**tiny, "unet": unet}).native_size() == (32, 48)
+
+
+def test_frame_count_may_be_any_integer_type(pipe):
+    out = pipe("a red circle", video_length=np.int64(2), height=64, width=64, num_inference_steps=2,
+               progress=False).frames
+    assert out.shape[:2] == (1, 2)
+    with pytest.raises(UserError, match="frames"):
+        pipe("a red circle", video_length=2.5, height=64, width=64, num_inference_steps=2, progress=False)

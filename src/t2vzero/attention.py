@@ -96,13 +96,11 @@ def cross_frame_attention(*models: Any, enabled: bool = True) -> Iterator[CrossF
     processor = CrossFrameAttnProcessor()
     saved = []
     try:
-        for model in models:
-            if model is None:
-                continue
+        for model in dict.fromkeys(m for m in models if m is not None):  # a model given twice is swapped once
             original = model.attn_processors
             saved.append((model, original))
             model.set_attn_processor({n: processor if _is_self_attention(n) else p for n, p in original.items()})
         yield processor
     finally:
-        for model, original in saved:
+        for model, original in reversed(saved):
             model.set_attn_processor(original)

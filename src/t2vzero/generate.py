@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .attention import CrossFrameAttnProcessor
+from .errors import UserError
 
 # hook(model_input, t, embeds, frame_ids) -> (model_input, extra unet kwargs); see Guidance.
 UnetHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Sequence[int]], tuple[torch.Tensor, dict[str, Any]]]
@@ -84,6 +85,28 @@ def step_kwargs(scheduler: Any, generator: Any, eta: float) -> dict[str, Any]:
     if "generator" in params:
         kwargs["generator"] = generator
     return kwargs
+
+
+def check_generator(generator: Any, videos: int) -> None:
+    """A generator is None, one `torch.Generator`, or a list of exactly one per video."""
+    if isinstance(generator, list | tuple) and len(generator) != videos:
+        raise UserError(f"got a list of {len(generator)} generators for {videos} video(s); pass one generator, "
+                        f"or a list with one per video (prompts x videos per prompt = {videos})")
+
+
+def frame_generators(generator: Any, videos: int, streams: int) -> list[list[torch.Generator]]:
+    """`streams` CPU generators per video, seeded from that video's generator (or the global RNG).
+
+    Stochastic schedulers (DDIM with eta > 0, ancestral samplers) draw step noise for a whole batch;
+    giving each (video, frame) its own stream makes that noise independent of how frames are batched,
+    so chunked and unchunked runs agree.
+    """
+    gens = list(generator) if isinstance(generator, list | tuple) else [generator] * videos
+    out = []
+    for g in gens:
+        base = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device if g is not None else "cpu"))
+        out.append([torch.Generator().manual_seed(base + k) for k in range(streams)])
+    return out
 
 
 def denoise(latents: torch.Tensor, timesteps: torch.Tensor, scheduler: Any, predict: Guidance,

@@ -47,8 +47,9 @@ class TextToVideoZero:
         """(height, width): the model's own default size, else the UNet's sample size × the VAE factor."""
         unet, vae = self.components["unet"], self.components["vae"]
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        side = unet.config.sample_size * factor
-        return int(self.defaults.get("height", side)), int(self.defaults.get("width", side))
+        size = unet.config.sample_size  # an int, or (height, width)
+        h, w = (size, size) if isinstance(size, int) else size
+        return int(self.defaults.get("height", h * factor)), int(self.defaults.get("width", w * factor))
 
     def __call__(self, prompt: str | list[str], *, video_length: int | None = None, height: int | None = None,
                  width: int | None = None, num_inference_steps: int | None = None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .errors import UserError
@@ -10,43 +12,64 @@ DEFAULT_T0 = 881
 DEFAULT_T1 = 941
 
 
-def t0_t1_indices(timesteps: torch.Tensor, t0: int, t1: int, num_train_timesteps: int) -> tuple[int, int]:
+def t0_t1_indices(timesteps: torch.Tensor, t0: int, t1: int, num_train_timesteps: int,
+                  order: int = 1) -> tuple[int, int]:
     """Positions (i1, i0) of t1 and t0 in a descending denoising schedule, with i1 < i0.
 
     `t0`/`t1` are diffusion timesteps (0 <= t0 < t1 < num_train_timesteps). Each snaps to the
     nearest scheduled timestep; if both land on the same one, they are pushed one step apart.
-    The latent "at t" is the input of the denoising step at t.
+    The latent "at t" is the input of the denoising step at t. For second-order schedulers (Heun,
+    KDPM2: `order` 2) only positions that start a step pair are used: a latent between a predictor
+    and its corrector is not a sample at any noise level.
     """
     if not 0 <= t0 < t1 < num_train_timesteps:
         raise UserError(
             f"t0={t0}, t1={t1} must satisfy 0 <= t0 < t1 < {num_train_timesteps} (they are diffusion timesteps; "
             f"defaults {DEFAULT_T0}/{DEFAULT_T1})"
         )
-    ts = timesteps.detach().cpu().double()
-    if len(ts) < 2:
-        raise UserError(f"t0/t1 need at least 2 denoising steps but the schedule has {len(ts)}; use --steps 2 or more")
-    i1 = int(torch.argmin((ts - t1).abs()))
-    i0 = int(torch.argmin((ts - t0).abs()))
-    if i0 <= i1:
-        i0 = i1 + 1
-        if i0 >= len(ts):
-            i1, i0 = len(ts) - 2, len(ts) - 1
-    return i1, i0
+    positions = torch.arange(0, len(timesteps), max(1, int(order)))
+    if len(positions) < 2:
+        raise UserError(f"t0/t1 need at least 2 denoising steps but the schedule has {len(positions)}; "
+                        "use --steps 2 or more")
+    ts = timesteps.detach().cpu().double()[positions]
+    j1 = int(torch.argmin((ts - t1).abs()))
+    j0 = int(torch.argmin((ts - t0).abs()))
+    if j0 <= j1:
+        j0 = j1 + 1
+        if j0 >= len(ts):
+            j1, j0 = len(ts) - 2, len(ts) - 1
+    return int(positions[j1]), int(positions[j0])
+
+
+def alpha_bar_at(scheduler: Any, index: int) -> float:
+    """ᾱ at the input of denoising step `index` of a scheduler whose timesteps are set.
+
+    From the scheduler's own sigmas where it keeps them (σ² = (1 − ᾱ)/ᾱ; exact for Karras sigmas and
+    float timesteps), else from ᾱ at the integer timestep.
+    """
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None and len(sigmas) == len(scheduler.timesteps) + 1:
+        sigma = float(sigmas[index])
+        return 1.0 / (1.0 + sigma * sigma)
+    return float(scheduler.alphas_cumprod[int(scheduler.timesteps[index])])
 
 
 def forward_jump(x_t0: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor, t0: int, t1: int,
-                 *, reference: bool = False, sigma_space: bool = False) -> torch.Tensor:
+                 *, reference: bool = False, sigma_space: bool = False,
+                 alpha_bars: tuple[float, float] | None = None) -> torch.Tensor:
     """DDPM forward process from timestep t0 to t1 in one jump: q(x_t1 | x_t0).
 
     The exact factor is ᾱ(t1)/ᾱ(t0) = Π alphas[t0+1 .. t1]. The deprecated diffusers pipeline uses
     Π alphas[t0 .. t1-1] (off by one step); `reference=True` reproduces that for compat mode.
     Schedulers that keep latents in sigma space (Euler, LMS, Heun: x = x_vp/√ᾱ) need the same jump in
     that space, `sigma_space=True`: x_t1 = x_t0 + √(σ1² − σ0²)·ε with σ² = (1 − ᾱ)/ᾱ.
+    `alpha_bars` = (ᾱ(t0), ᾱ(t1)) overrides the table lookup (see `alpha_bar_at`).
     """
     alphas_cumprod = alphas_cumprod.double()
+    a0, a1 = alpha_bars if alpha_bars is not None and not reference else (alphas_cumprod[t0], alphas_cumprod[t1])
+    a0, a1 = torch.as_tensor(a0, dtype=torch.float64), torch.as_tensor(a1, dtype=torch.float64)
     if sigma_space and not reference:
-        sigma2 = (1 - alphas_cumprod) / alphas_cumprod
-        scale = (sigma2[t1] - sigma2[t0]).sqrt().to(device=x_t0.device, dtype=x_t0.dtype)
+        scale = ((1 - a1) / a1 - (1 - a0) / a0).clamp(min=0).sqrt().to(device=x_t0.device, dtype=x_t0.dtype)
         return x_t0 + scale * noise
     if reference:
         alphas = torch.ones_like(alphas_cumprod)
@@ -54,6 +77,6 @@ def forward_jump(x_t0: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.
         alphas[0] = alphas_cumprod[0]
         ratio = torch.prod(alphas[t0:t1])
     else:
-        ratio = alphas_cumprod[t1] / alphas_cumprod[t0]
+        ratio = a1 / a0
     ratio = ratio.to(device=x_t0.device, dtype=x_t0.dtype)
     return ratio.sqrt() * x_t0 + (1 - ratio).sqrt() * noise

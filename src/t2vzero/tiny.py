@@ -33,7 +33,11 @@ def _byte_alphabet() -> list[str]:
 
 
 def clip_vocab_and_merges(words: list[str] | tuple[str, ...] = DEFAULT_WORDS) -> tuple[dict[str, int], list[str]]:
-    """A CLIP vocabulary in which every word of `words` is one token (built left to right)."""
+    """A CLIP vocabulary holding every word of `words` as a token, with the merges that build it.
+
+    Merges are added word by word, left to right; BPE applies them by rank over the whole word, so a
+    word whose prefix merges lose to an earlier word's may still be split into a few tokens (all valid).
+    """
     alphabet = _byte_alphabet()
     tokens = alphabet + [c + "</w>" for c in alphabet]
     merges: list[str] = []

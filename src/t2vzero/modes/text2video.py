@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import copy
+import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,14 +24,16 @@ from ..generate import (
     Guidance,
     VideoOutput,
     cfg_combine,
+    check_generator,
     chunk_frame_ids,
     denoise,
     denoise_chunks,
     encode_prompts,
+    frame_generators,
     step_kwargs,
 )
 from ..motion import motion_field, reference_warp_latents, translate_latents
-from ..schedule import forward_jump, t0_t1_indices
+from ..schedule import alpha_bar_at, forward_jump, t0_t1_indices
 
 COMPAT_MODES = ("t2vzero", "diffusers")
 
@@ -49,7 +53,7 @@ def check_prompts(prompt: Any, negative_prompt: Any) -> tuple[list[str], list[st
 def check_video_args(*, video_length: int, height: int, width: int, num_inference_steps: int,
                      chunk_size: int | None, num_videos_per_prompt: int, compat: str) -> None:
     """Reject bad generation arguments with a message that says how to fix them."""
-    if not isinstance(video_length, int) or video_length < 1:
+    if isinstance(video_length, bool) or not isinstance(video_length, numbers.Integral) or video_length < 1:
         raise UserError(f"frames must be at least 1 (got {video_length}); use --frames 8 for example")
     if height <= 0 or width <= 0 or height % 8 or width % 8:
         raise UserError(f"size {width}x{height} must be positive multiples of 8; e.g. --size 512x512")
@@ -80,13 +84,19 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_
     prompts, negatives = check_prompts(prompt, negative_prompt)
     check_video_args(video_length=video_length, height=height, width=width, num_inference_steps=num_inference_steps,
                      chunk_size=chunk_size, num_videos_per_prompt=num_videos_per_prompt, compat=compat)
+    video_length = int(video_length)
     unet, vae, scheduler = components["unet"], components["vae"], copy.deepcopy(components["scheduler"])
     device, dtype = unet.device, unet.dtype
 
+    reject_unresumable(scheduler)
     scheduler.set_timesteps(num_inference_steps, device=device)
     timesteps = scheduler.timesteps
-    i1, i0 = t0_t1_indices(timesteps, t0, t1, scheduler.config.num_train_timesteps)
-    t1_step, t0_step = int(timesteps[i1]), int(timesteps[i0])
+    i1, i0 = t0_t1_indices(timesteps, t0, t1, scheduler.config.num_train_timesteps, getattr(scheduler, "order", 1))
+    jump = Jump(int(timesteps[i0]), int(timesteps[i1]), (alpha_bar_at(scheduler, i0), alpha_bar_at(scheduler, i1)))
+    # Frames 2..N enter at t1 with no history of their own, so they start from a fresh scheduler there
+    # (as img2img does): multistep schedulers must not reuse frame 1's stored model outputs. The
+    # reference (compat mode) carries frame 1's scheduler on, so that mode does too.
+    at_t1, after_t1 = resume_at(scheduler, i1) if compat == "t2vzero" else (None, timesteps[i1:])
 
     n = num_videos_per_prompt
     text = encode_prompts(components["tokenizer"], components["text_encoder"], prompts, device).to(dtype)
@@ -96,8 +106,11 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_
                                         device).to(dtype))
     embeds = torch.stack(groups).repeat_interleave(n, dim=1)  # (groups, videos, tokens, dim)
     videos = embeds.shape[1]
+    check_generator(generator, videos)
 
     vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    if height % vae_scale or width % vae_scale:
+        raise UserError(f"size {width}x{height} must be a multiple of {vae_scale}, this VAE's downsampling factor")
     latent_shape = (unet.config.in_channels, height // vae_scale, width // vae_scale)
     # Noise is drawn once for the whole video, in frame order: chunking cannot change it, and with one
     # video the draws match the reference (x_T first, then the forward noise of frames 2..N).
@@ -105,28 +118,74 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_
     x_T = x_T * scheduler.init_noise_sigma
     eps = randn_tensor((videos, video_length - 1, *latent_shape), generator=generator, device=device,
                        dtype=dtype)
-    extra = step_kwargs(scheduler, generator, eta)
+    # Step noise (eta > 0, ancestral samplers) per (video, frame) stream, so chunking cannot change it;
+    # the last stream is frame 1's before t1. Compat mode passes the generator on, as the reference does.
+    streams = frame_generators(generator, videos, video_length + 1) if compat == "t2vzero" else None
+
+    def step_args(ids: Sequence[int], *, before_t1: bool = False) -> dict[str, Any]:
+        if streams is None:
+            return step_kwargs(scheduler, generator, eta)
+        picked = [per[-1] for per in streams] if before_t1 else [per[k] for per in streams for k in ids]
+        return step_kwargs(scheduler, [copy.deepcopy(g) for g in picked], eta)
 
     chunks = chunk_frame_ids(video_length, chunk_size)
-    total = i0 + sum(len(timesteps) - i1 for _ in chunks)
+    total = i0 + len(after_t1) * len(chunks)
     bar = tqdm(total=total, disable=not progress, desc="denoising", unit="step", leave=False)
     with cross_frame_attention(unet, enabled=cross_frame) as processor:
         predict = Guidance(unet, embeds, cfg_combine(guidance_scale), processor)
-        x_t1 = denoise(x_T, timesteps[:i1], scheduler, predict, [0], extra_step_kwargs=extra, progress=bar)
-        at_t1 = copy.deepcopy(scheduler)
-        x_t0 = denoise(x_t1, timesteps[i1:i0], scheduler, predict, [0], extra_step_kwargs=extra, progress=bar)
+        # Frame 1's two runs share one set of generators: its step noise continues across t1.
+        before = step_args([0], before_t1=True)
+        x_t1 = denoise(x_T, timesteps[:i1], scheduler, predict, [0], extra_step_kwargs=before, progress=bar)
+        if at_t1 is None:
+            at_t1 = copy.deepcopy(scheduler)
+        x_t0 = denoise(x_t1, timesteps[i1:i0], scheduler, predict, [0], extra_step_kwargs=before, progress=bar)
         frames = denoise_chunks(
-            chunks, lambda ids: latents_at_t1(x_t1, x_t0, eps, ids, motion, (width, height), scheduler, t0_step,
-                                              t1_step, compat).flatten(0, 1),
-            timesteps[i1:], at_t1, predict, vae, videos=videos, num_frames=video_length,
-            step_kwargs_for=lambda ids: extra, progress=bar)
+            chunks, lambda ids: latents_at_t1(x_t1, x_t0, eps, ids, motion, (width, height), scheduler, jump,
+                                              compat).flatten(0, 1),
+            after_t1, at_t1, predict, vae, videos=videos, num_frames=video_length,
+            step_kwargs_for=step_args, progress=bar)
     bar.close()
     return VideoOutput(frames=frames)
 
 
+@dataclass(frozen=True)
+class Jump:
+    """The DDPM forward jump t0 -> t1: integer timesteps (the reference's product) and ᾱ at both."""
+
+    t0: int
+    t1: int
+    alpha_bars: tuple[float, float]
+
+
+def reject_unresumable(scheduler: Any) -> None:
+    """Frames 2..N start at t1, mid-schedule; PNDM's Runge-Kutta warm-up indexes its own step counter."""
+    if getattr(scheduler.config, "skip_prk_steps", True) is False:
+        raise UserError("text-to-video cannot use PNDM with Runge-Kutta warm-up steps (skip_prk_steps=False): "
+                        "frames 2..N start mid-schedule; use skip_prk_steps=True (Stable Diffusion's PNDM "
+                        "config) or DDIM")
+
+
+def resume_at(scheduler: Any, index: int) -> tuple[Any, torch.Tensor]:
+    """A copy of `scheduler` (timesteps set, no step taken yet) that starts at step `index` with no
+    history, and the timesteps it must be run over from there to the end."""
+    from diffusers import PNDMScheduler
+
+    resumed = copy.deepcopy(scheduler)
+    timesteps = scheduler.timesteps[index:]
+    if hasattr(resumed, "set_begin_index"):
+        resumed.set_begin_index(index)
+    if isinstance(resumed, PNDMScheduler):
+        # PLMS starts with a predictor step that a second call at the next timestep corrects; its own
+        # schedule repeats that timestep once, and a restart needs the same repeat (else it runs one
+        # timestep ahead of its samples).
+        timesteps = torch.unique_consecutive(timesteps)
+        timesteps = torch.cat([timesteps[:2], timesteps[1:]])
+    return resumed, timesteps
+
+
 def latents_at_t1(x_t1: torch.Tensor, x_t0: torch.Tensor, eps: torch.Tensor, ids: Sequence[int],
-                   motion: tuple[float, float], size: tuple[int, int], scheduler: Any, t0: int, t1: int,
-                   compat: str) -> torch.Tensor:
+                  motion: tuple[float, float], size: tuple[int, int], scheduler: Any, jump: Jump,
+                  compat: str) -> torch.Tensor:
     """(videos, len(ids), C, h, w) latents at t1: frame 1's own, the others warped and re-noised."""
     others = [k for k in ids if k != 0]
     stacked = [x_t1[:, None]] if ids[0] == 0 else []
@@ -144,7 +203,7 @@ def latents_at_t1(x_t1: torch.Tensor, x_t0: torch.Tensor, eps: torch.Tensor, ids
         noise = eps[:, [k - 1 for k in others]].flatten(0, 1)
         # Schedulers whose initial noise is scaled beyond 1 keep latents in sigma space (Euler, LMS...).
         sigma_space = float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1.0 + 1e-6
-        jumped = forward_jump(warped, noise, scheduler.alphas_cumprod, t0, t1, reference=compat == "diffusers",
-                              sigma_space=sigma_space)
+        jumped = forward_jump(warped, noise, scheduler.alphas_cumprod, jump.t0, jump.t1,
+                              reference=compat == "diffusers", sigma_space=sigma_space, alpha_bars=jump.alpha_bars)
         stacked.append(jumped.view(videos, len(others), *x_t0.shape[1:]))
     return torch.cat(stacked, dim=1)

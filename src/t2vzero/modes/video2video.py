@@ -22,9 +22,11 @@ from ..generate import (
     Guidance,
     VideoOutput,
     cfg_combine,
+    check_generator,
     chunk_frame_ids,
     denoise_chunks,
     encode_prompts,
+    frame_generators,
     step_kwargs,
 )
 from .text2video import COMPAT_MODES
@@ -36,13 +38,6 @@ def frames_to_tensor(frames: np.ndarray, device: Any, dtype: Any, normalize: boo
     return (x * 2 - 1 if normalize else x).to(device=device, dtype=dtype)
 
 
-def _frame_generators(generator: Any, frames: int) -> list[torch.Generator]:
-    """One CPU generator per frame index, so stochastic schedulers draw the same noise chunked or not."""
-    base = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else \
-        int(torch.randint(0, 2**62, (1,)))
-    return [torch.Generator().manual_seed(base + k) for k in range(frames)]
-
-
 def _run(components: dict[str, Any], guidance: Guidance, x_T: torch.Tensor, num_frames: int,
          num_inference_steps: int, chunk_size: int | None, generator: Any, eta: float, compat: str,
          models: Sequence[Any], progress: bool) -> VideoOutput:
@@ -52,7 +47,7 @@ def _run(components: dict[str, Any], guidance: Guidance, x_T: torch.Tensor, num_
     scheduler.set_timesteps(num_inference_steps, device=unet.device)
     timesteps = scheduler.timesteps
     chunks = chunk_frame_ids(num_frames, chunk_size)
-    per_frame = _frame_generators(generator, num_frames) if compat == "t2vzero" else None
+    per_frame = frame_generators(generator, 1, num_frames)[0] if compat == "t2vzero" else None
     bar = tqdm(total=len(timesteps) * len(chunks), disable=not progress, desc="denoising", unit="step", leave=False)
     with cross_frame_attention(*models) as processor:
         guidance.processor = processor
@@ -68,6 +63,7 @@ def _run(components: dict[str, Any], guidance: Guidance, x_T: torch.Tensor, num_
 
 def _start_noise(shape: tuple[int, ...], frames: int, generator: Any, device: Any, dtype: Any,
                  shared: bool) -> torch.Tensor:
+    check_generator(generator, 1)  # one video per call
     if shared:  # the paper: one noise latent for every frame
         return randn_tensor((1, *shape), generator=generator, device=device, dtype=dtype).repeat(frames, 1, 1, 1)
     return randn_tensor((frames, *shape), generator=generator, device=device, dtype=dtype)
