@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from t2vzero.cli import run
+from t2vzero.errors import UserError
 
 FAST = ["--size", "64x64", "--steps", "4", "--frames", "3"]
 
@@ -48,7 +49,24 @@ def test_generate_to_a_png_folder_with_ablations_and_compat(capsys, tmp_path, ti
     (["--t0", "941", "--t1", "881"], "t0=941 must be smaller"),
     (["--steps", "0"], "steps must be at least 1"),
     (["--chunk-size", "1"], "chunk size must be at least 2"),
-    (["--fps", "0"], "fps must be positive"),
+    (["--fps", "0"], "fps must be a number from"),
+    (["--fps", "1e-9"], "fps must be a number from"),
+    (["--fps", "nan"], "fps must be a number from"),
+    (["--motion", "nan,0"], "finite"),
+    (["--motion", "1e400,0"], "finite"),
+    (["--guidance", "inf"], "--guidance must be a finite number"),
+    (["--seed", str(2**64)], "seed"),
+    (["--size", "8192x8192"], "larger than 4096"),
+    (["--motion", "4,0", "--no-motion"], "contradict"),
+    (["--config", "somewhere"], "--config only applies"),
+    (["--lora", "style.safetensors:abc"], "not a number"),
+    (["--lora", "style.safetensors:nan"], "finite"),
+    (["--device", "meta"], "not supported"),
+    (["--device", "tpu"], "unknown device"),
+    (["--device", "bogus"], "unknown device"),
+    (["-o", ""], "output path is empty"),
+    (["-o", "/dev/null"], "not a regular file"),
+    (["-o", "v.mp4", "--sheet", "--frames", "0"], "frames must be at least 1"),
     (["-o", "video.avi"], "unknown output format"),
     (["-o", "no/such/dir/video.mp4"], "does not exist"),
     (["-o", "/proc/video.mp4"], "not writable"),
@@ -87,8 +105,13 @@ def test_models_that_are_not_checkpoints_or_are_pickles(capsys, tmp_path):
     (bins / "unet").mkdir(parents=True)
     (bins / "model_index.json").write_text("{}")
     (bins / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04.")
+    mixed = tmp_path / "mixed"  # safetensors for one component, pickle only for another
+    for part, name in (("text_encoder", "model.safetensors"), ("unet", "diffusion_pytorch_model.bin")):
+        (mixed / part).mkdir(parents=True)
+        (mixed / part / name).write_bytes(b"\x80\x04.")
+    (mixed / "model_index.json").write_text("{}")
     cases = [(empty, "not a Stable Diffusion checkpoint"), (junk, "could not load"),
-             (pickle, "--allow-pickle"), (bins, "--allow-pickle")]
+             (pickle, "--allow-pickle"), (bins, "--allow-pickle"), (mixed, "unet holds only pickle")]
     for model, match in cases:
         code, _, err = cli(capsys, "generate", "a", "--model", str(model), "-o", str(tmp_path / "v.mp4"))
         assert code == 2 and match in err and err.count("\n") == 1, (model, err)
@@ -106,10 +129,12 @@ def test_subprocess_error_has_no_traceback_and_help_does_not_import_torch(tmp_pa
     bad = subprocess.run([sys.executable, "-m", "t2vzero", "generate", "x", "--frames", "-3"],
                          capture_output=True, text=True, cwd=tmp_path, env=env)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
-    probe = ("import sys, t2vzero.cli as c; c.run(['--help']); "
+    probe = ("import sys, t2vzero.cli as c; c.run(['--help']); c.run(['generate', 'x', '--size', '7x7']); "
              "print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))")
     helped = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    # neither help nor a bad generate argument waits for torch to import
     assert helped.returncode == 0 and "generate" in helped.stdout and helped.stdout.strip().endswith("[]")
+    assert "multiples of 8" in helped.stderr
 
 
 def test_lora_spec_parsing():
@@ -119,3 +144,27 @@ def test_lora_spec_parsing():
     assert parse_lora("style.safetensors") == ("style.safetensors", 1.0)
     assert parse_lora("C:/loras/style.safetensors") == ("C:/loras/style.safetensors", 1.0)
     assert np.isclose(parse_lora("dir/x:1e-1")[1], 0.1)
+    assert parse_lora("C:\\loras\\style.safetensors") == ("C:\\loras\\style.safetensors", 1.0)
+    for bad in ("x.safetensors:abc", "x.safetensors:", "x.safetensors:inf"):
+        with pytest.raises(UserError, match="scale"):
+            parse_lora(bad)
+
+
+def test_ctrl_c_says_nothing_was_written(capsys, monkeypatch):
+    import t2vzero.cli as cli_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, "check_prompt_text", interrupted)
+    code, _, err = cli(capsys, "generate", "a red circle")
+    assert code == 130 and err.strip() == "interrupted; nothing was written"
+
+
+def test_a_prompt_longer_than_the_tokenizer_reads_is_warned_about(capsys, tmp_path, tiny_model_dir):
+    long = " ".join(["red circle"] * 60)
+    code, _, err = cli(capsys, "generate", long, "--model", str(tiny_model_dir), *FAST, "-o", str(tmp_path / "v.mp4"))
+    assert code == 0 and "longer than the model's" in err
+    code, _, err = cli(capsys, "generate", "a red circle", "--model", str(tiny_model_dir), *FAST,
+                       "-o", str(tmp_path / "w.mp4"))
+    assert code == 0 and "longer" not in err

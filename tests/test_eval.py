@@ -104,8 +104,14 @@ def test_eval_without_clip_notes_the_skip_and_runs_the_rest(tmp_path, capsys):
     assert (tmp_path / "pan_eval.json").is_file() and (tmp_path / "pan_eval.png").is_file()
 
 
-@pytest.mark.parametrize("args,match", [(["missing.mp4"], "does not exist"), (["a.mp4", "b.mp4"], "--compare")])
+@pytest.mark.parametrize("args,match", [(["missing.mp4"], "does not exist"), (["a.mp4", "b.mp4"], "--compare"),
+                                        (["pan.mp4", "--report", "nodir/r.json"], "does not exist"),
+                                        (["pan.mp4", "--plot", "nodir/p.png"], "does not exist"),
+                                        (["pan.mp4", "--report", "."], "is a folder")])
 def test_eval_bad_input(tmp_path, capsys, monkeypatch, args, match):
     monkeypatch.chdir(tmp_path)
+    write_video(panning_video(), tmp_path / "pan.mp4", fps=4)
     assert run(["eval", *args]) == 2
-    assert match in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pan.mp4"]  # nothing half-written

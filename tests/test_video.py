@@ -74,6 +74,25 @@ def test_non_empty_frame_folder_is_not_overwritten(tmp_path):
     assert (tmp_path / "frames" / "keep.txt").read_text() == "mine"
 
 
+def test_a_failed_encode_leaves_the_previous_video_in_place(tmp_path, monkeypatch):
+    import imageio_ffmpeg
+
+    good = write_video(moving_square(), tmp_path / "v.mp4", fps=4)
+    before = good.read_bytes()
+
+    def broken_writer(path, *args, **kwargs):  # what ffmpeg does when it fails: exits, leaving 0 bytes
+        open(path, "wb").close()
+        while True:
+            yield
+
+    monkeypatch.setattr(imageio_ffmpeg, "write_frames", broken_writer)
+    with pytest.raises(UserError, match="could not encode"):
+        write_video(moving_square(), good, fps=4)
+    assert good.read_bytes() == before and os.listdir(tmp_path) == ["v.mp4"]
+    with pytest.raises(UserError, match="fps"):
+        write_video(moving_square(), tmp_path / "w.gif", fps=float("inf"))
+
+
 def test_unreadable_inputs_are_user_errors(tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all")
@@ -81,6 +100,10 @@ def test_unreadable_inputs_are_user_errors(tmp_path):
         read_video(bad)
     with pytest.raises(UserError, match="does not exist"):
         read_video(tmp_path / "nope.mp4")
+    frames = write_video(moving_square(), tmp_path / "frames/", fps=4)
+    (frames / "0001.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="not a readable image"):
+        read_video(frames)
 
 
 def test_outputs_get_ordinary_permissions_not_private_temp_ones(tmp_path):

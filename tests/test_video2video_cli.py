@@ -58,6 +58,10 @@ def test_load_clip_range_stride_and_limits(tmp_path):
     for start, end in ((3.0, None), (0.5, 0.25), (0.0, 5.0), (-1.0, None)):
         with pytest.raises(UserError, match="outside"):
             load_clip(path, start=start, end=end)
+    with pytest.raises(UserError, match="finite"):
+        load_clip(path, start=float("nan"))
+    with pytest.raises(UserError, match="no frame"):  # a range narrower than one frame
+        load_clip(path, start=0.70, end=0.74)
 
 
 def test_fit_resolution_keeps_aspect_with_multiples_of_8():
@@ -95,7 +99,8 @@ def test_edit_writes_video_at_source_rate_over_stride(capsys, tmp_path, pix2pix_
     assert len(os.listdir(out)) == 4
 
 
-@pytest.mark.parametrize("case", ["not-video", "empty", "range", "frames", "aspect", "arch", "channels", "depth"])
+@pytest.mark.parametrize("case", ["not-video", "empty", "range", "frames", "aspect", "arch", "channels", "depth",
+                                  "typo", "fps", "guidance", "sheet"])
 def test_video_to_video_bad_input(capsys, tmp_path, tiny_model_dir, controlnet_dir, pix2pix_dir, clip_dir, case):
     text = tmp_path / "notes.mp4"
     text.write_text("hello")
@@ -120,7 +125,13 @@ def test_video_to_video_bad_input(capsys, tmp_path, tiny_model_dir, controlnet_d
         "arch": (["control", clip_dir, "x", "--controlnet", other], "does not match the base model"),
         "channels": (["edit", clip_dir, "x"], "input channels"),
         "depth": ([*control, "--condition", "depth"], "--condition-video"),
+        "typo": ([*control, "--condition", "cany"], "neither canny"),
+        "fps": ([*control, "--fps", "1e-6"], "fps must be a number"),
+        "guidance": (["edit", clip_dir, "x", "--image-guidance", "nan"], "--image-guidance must be a finite"),
+        "sheet": ([*control, "--sheet"], "contact sheet"),
     }[case]
+    if case == "sheet":
+        (tmp_path / "out_sheet.png").mkdir()
     code, _out, err = cli(capsys, *args, *base)
     assert code == 2 and match in err and err.startswith("error:") and err.count("\n") == 1, err
     assert not (tmp_path / "out.mp4").exists()

@@ -9,7 +9,10 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,6 +239,8 @@ def serve(config: AppConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     demo = build(Runner(config, workdir))
     demo.queue(default_concurrency_limit=1)
+    if threading.current_thread() is threading.main_thread():  # `kill` (SIGTERM) must still clean up workdir
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         demo.launch(server_name=host, server_port=port, max_file_size=f"{config.max_upload_mb}mb", ssr_mode=False,
                     show_error=True, quiet=True)

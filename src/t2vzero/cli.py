@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,26 @@ from .errors import UserError
 def parse_pair(text: str, sep: str, what: str, cast: Any = float) -> tuple[Any, Any]:
     """'512x320' → (512, 320); '12,0' → (12.0, 0.0)."""
     parts = text.lower().split(sep)
+    example = "512x512" if sep == "x" else "12,12"
     try:
         if len(parts) != 2:
             raise ValueError
-        return cast(parts[0]), cast(parts[1])
+        pair = cast(parts[0]), cast(parts[1])
     except ValueError:
-        example = "512x512" if sep == "x" else "12,12"
         raise UserError(f"{what} {text!r} is not of the form {example}") from None
+    if not all(math.isfinite(v) for v in pair):
+        raise UserError(f"{what} {text!r} must be two finite numbers, e.g. {example}")
+    return pair
+
+
+def check_finite(**values: float | None) -> None:
+    """Guidance scales and the like: NaN or infinity would silently give NaN frames."""
+    for name, value in values.items():
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+
+
+SEED = click.IntRange(-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
 
 
 def check_prompt_text(prompt: str) -> str:
@@ -47,7 +61,7 @@ def main() -> None:
 @click.option("--steps", type=int, default=None, help="Denoising steps [default: model's, else 50].")
 @click.option("--guidance", type=float, default=None, help="Classifier-free guidance scale; ≤ 1 turns it off "
               "[default: model's, else 7.5].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (a CPU torch.Generator).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed (a CPU torch.Generator).")
 @click.option("--size", default=None, help="WxH, multiples of 8 [default: the model's native size].")
 @click.option("--motion", default=None, help="Motion δ as DX,DY pixels per frame on a 512 grid; positive moves "
               "content left/up, as the reference [default: model's, else 12,12].")
@@ -74,21 +88,28 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
              device: str, dtype: str, lora: tuple[str, ...], allow_pickle: bool, compat: str, output: str,
              sheet: bool) -> None:
     """Generate a video from PROMPT (an empty prompt is unconditional)."""
-    from .models import check_dtype_name
-    from .modes.text2video import check_video_args
-    from .video import check_output_path
+    from .checks import check_video_args
+    from .models import check_dtype_name, parse_lora
+    from .video import check_file_path, check_fps, check_output_path, sheet_path
 
     check_prompt_text(prompt)
     width, height = parse_pair(size, "x", "size", int) if size else (8, 8)
+    if no_motion and motion:
+        raise UserError("--motion and --no-motion contradict each other; give one of them")
     delta = (0.0, 0.0) if no_motion else (parse_pair(motion, ",", "motion") if motion else None)
-    if fps <= 0:
-        raise UserError(f"fps must be positive, got {fps}")
+    check_fps(fps)
+    check_finite(guidance=guidance)
+    _check_single_file_config(model, model_config)
+    for spec in lora:
+        parse_lora(spec)
     check_video_args(video_length=frames, height=height, width=width,
                      num_inference_steps=steps if steps is not None else 1, chunk_size=chunk_size,
                      num_videos_per_prompt=1, compat=compat)
     if t0 is not None and t1 is not None and t0 >= t1:
-        raise UserError(f"t0={t0} must be smaller than t1={t1} (diffusion timesteps, defaults 881/941)")
+        raise UserError(f"t0={t0} must be smaller than t1={t1} (diffusion timesteps, 0 <= t0 < t1 < 1000)")
     check_output_path(output)
+    if sheet:
+        check_file_path(sheet_path(output), "contact sheet")
     check_dtype_name(dtype)
     _quiet_libraries()
 
@@ -100,6 +121,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     pipe = TextToVideoZero.from_pretrained(model, device=device, dtype=dtype, lora=lora, allow_pickle=allow_pickle,
                                            config=model_config)
     _warn_unknown_words(prompt, pipe.defaults.get("vocabulary"))
+    _warn_long_prompt(pipe.tokenizer, prompt, negative)
     result = pipe(prompt, video_length=frames, height=height if size else None, width=width if size else None,
                   num_inference_steps=steps, guidance_scale=guidance, negative_prompt=negative,
                   generator=torch.Generator().manual_seed(seed), motion=delta, t0=t0, t1=t1, chunk_size=chunk_size,
@@ -116,7 +138,7 @@ def _video_input_options(fn: Any) -> Any:
     options = [
         click.option("--model", default=None, help="Base checkpoint: diffusers folder, .safetensors file or hub id."),
         click.option("--negative", default="", help="Negative prompt."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Random seed (a CPU torch.Generator)."),
+        click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed (a CPU torch.Generator)."),
         click.option("--start", type=float, default=None, help="Start of the input clip, in seconds."),
         click.option("--end", type=float, default=None, help="End of the input clip, in seconds."),
         click.option("--every", type=int, default=1, show_default=True, help="Take every N-th input frame."),
@@ -142,18 +164,22 @@ def _video_input_options(fn: Any) -> Any:
 
 def _load_clip(input_video: str, o: dict[str, Any]) -> tuple[Any, float]:
     from .inputs import fit_resolution, load_clip
-    from .models import check_dtype_name
-    from .video import check_output_path
+    from .models import check_dtype_name, parse_lora
+    from .video import check_file_path, check_fps, check_output_path, sheet_path
 
     if o["chunk_size"] is not None and o["chunk_size"] < 2:
         raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {o['chunk_size']}")
-    if o["fps"] is not None and o["fps"] <= 0:
-        raise UserError(f"fps must be positive, got {o['fps']}")
+    if o["fps"] is not None:
+        check_fps(o["fps"])
     check_output_path(o["output"])
+    if o["sheet"]:
+        check_file_path(sheet_path(o["output"]), "contact sheet")
     check_dtype_name(o["dtype"])
+    for spec in o["lora"]:
+        parse_lora(spec)
     frames, fps = load_clip(input_video, start=o["start"], end=o["end"], every=o["every"],
                             max_frames=o["max_frames"], fps=o["fps"])
-    return fit_resolution(frames, o["resolution"]), o["fps"] or fps or 8.0
+    return fit_resolution(frames, o["resolution"]), check_fps(o["fps"] or fps or 8.0)
 
 
 def _finish(result: Any, o: dict[str, Any], fps: float, rows: list[Any]) -> None:
@@ -187,10 +213,18 @@ def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditi
             guidance: float, **o: Any) -> None:
     """ControlNet video: follow INPUT_VIDEO's edges, depth or pose with PROMPT (paper §4.2)."""
     from .inputs import ANNOTATORS, annotate, load_clip, match_condition_video
+    from .models import parse_lora
 
     check_prompt_text(prompt)
     if steps < 1:
         raise UserError(f"steps must be at least 1 (got {steps}); e.g. --steps 20")
+    check_finite(guidance=guidance)
+    for spec in controlnets:
+        parse_lora(spec)  # MODEL[:SCALE] reads like a LoRA spec
+    for kind in conditions:
+        if kind not in ANNOTATORS and not Path(kind).exists():
+            raise UserError(f"--condition {kind!r} is neither {', '.join(ANNOTATORS)} nor an existing video or "
+                            "folder of condition maps")
     kinds = list(conditions) + list(condition_videos)
     kinds += ["canny"] * (len(controlnets) - len(kinds))
     if len(kinds) != len(controlnets):
@@ -215,6 +249,7 @@ def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditi
                                            allow_pickle=o["allow_pickle"])
     nets = [load_controlnet(spec, device=o["device"], dtype=o["dtype"], allow_pickle=o["allow_pickle"])
             for spec in controlnets]
+    _warn_long_prompt(pipe.tokenizer, prompt, o["negative"])
     result = pipe.control(prompt, maps, [n for n, _ in nets], scales=[s for _, s in nets],
                           negative_prompt=o["negative"],
                           num_inference_steps=steps, guidance_scale=guidance,
@@ -235,6 +270,7 @@ def edit(input_video: str, instruction: str, steps: int, guidance: float, image_
     check_prompt_text(instruction)
     if steps < 1:
         raise UserError(f"steps must be at least 1 (got {steps}); e.g. --steps 50")
+    check_finite(guidance=guidance, image_guidance=image_guidance)
     frames, fps = _load_clip(input_video, o)
     _quiet_libraries()
     import torch
@@ -243,6 +279,7 @@ def edit(input_video: str, instruction: str, steps: int, guidance: float, image_
 
     pipe = TextToVideoZero.from_pretrained(o["model"], device=o["device"], dtype=o["dtype"], lora=o["lora"],
                                            allow_pickle=o["allow_pickle"])
+    _warn_long_prompt(pipe.tokenizer, instruction, o["negative"])
     result = pipe.edit(instruction, frames, negative_prompt=o["negative"], num_inference_steps=steps,
                        guidance_scale=guidance, image_guidance_scale=image_guidance,
                        generator=torch.Generator().manual_seed(o["seed"]), chunk_size=o["chunk_size"],
@@ -264,17 +301,16 @@ def evaluate(videos: tuple[str, ...], prompt: str | None, source: str | None, cl
     if len(videos) > 1 and not compare:
         raise UserError("several videos need --compare (one table and one plot for all)")
     from .evaluate import evaluate_video, plot_reports, table, write_json
-    from .video import read_video
+    from .video import check_file_path, read_video
 
     for v in videos:
         read_video(v)  # fail fast with a one-line error on a missing or unreadable video
     base = Path(videos[0])
     stem = base.parent / (base.stem if base.suffix else base.name.rstrip("/"))
-    report_path, plot_path = Path(report or f"{stem}_eval.json"), Path(plot or f"{stem}_eval.png")
+    report_path = check_file_path(report or f"{stem}_eval.json", "--report")
+    plot_path = check_file_path(plot or f"{stem}_eval.png", "--plot")
     scorer = None
-    if clip_model is None:
-        click.echo("note: no --clip weights given; CLIP-T and CLIP-F are skipped", err=True)
-    else:
+    if clip_model is not None:
         _quiet_libraries()
         from .metrics import ClipScorer
 
@@ -284,6 +320,8 @@ def evaluate(videos: tuple[str, ...], prompt: str | None, source: str | None, cl
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"could not load CLIP weights {clip_model}: {reason}") from exc
     reports = [evaluate_video(v, prompt=prompt, source=source, scorer=scorer) for v in videos]
+    if clip_model is None:
+        click.echo("note: no --clip weights given; CLIP-T and CLIP-F are skipped", err=True)
     write_json(reports if compare else reports[0], report_path)
     plot_reports(reports, plot_path)
     click.echo(table(reports))
@@ -292,12 +330,13 @@ def evaluate(videos: tuple[str, ...], prompt: str | None, source: str | None, cl
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes it.")
-@click.option("--port", type=int, default=7860, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
 @click.option("--models", multiple=True, help="Allow-listed models (folders or hub ids); repeatable.")
 @click.option("--controlnets", multiple=True, help="Allow-listed ControlNets; repeatable.")
 @click.option("--loras", multiple=True, help="Allow-listed LoRA weights; repeatable.")
-@click.option("--max-upload-mb", type=int, default=50, show_default=True)
-@click.option("--max-seconds", type=float, default=10.0, show_default=True, help="Longest input clip.")
+@click.option("--max-upload-mb", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True, max=3600), default=10.0,
+              show_default=True, help="Longest input clip.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
 def app(host: str, port: int, models: tuple[str, ...], controlnets: tuple[str, ...], loras: tuple[str, ...],
@@ -328,10 +367,27 @@ def _quiet_libraries() -> None:
     # Deprecation notices about library keyword names are for us, not for people running the CLI.
     warnings.filterwarnings("ignore", category=FutureWarning)
 
-    diffusers.utils.logging.set_verbosity_error()
+    # CRITICAL: diffusers logs a failed safetensors lookup at ERROR before falling back to allowed .bin
+    # weights; real failures still raise and reach the user as one line.
+    diffusers.utils.logging.set_verbosity(diffusers.utils.logging.CRITICAL)
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+def _check_single_file_config(model: str | None, config: str | None) -> None:
+    if config is not None and (model is None or not Path(model).is_file()):
+        raise UserError("--config only applies to a single-file .safetensors --model (a folder or hub id has "
+                        "its own configs); drop --config")
+
+
+def _warn_long_prompt(tokenizer: Any, *texts: str) -> None:
+    """CLIP reads a fixed number of tokens; the rest of a longer prompt is cut off."""
+    limit = tokenizer.model_max_length
+    for text in texts:
+        if text and len(tokenizer(text).input_ids) > limit:
+            click.echo(f"warning: the prompt {text[:40]!r}... is longer than the model's {limit} tokens; "
+                       "the rest is ignored", err=True)
 
 
 def _warn_unknown_words(prompt: str, vocabulary: list[str] | None) -> None:
@@ -352,15 +408,12 @@ def run(argv: list[str] | None = None) -> int:
     except UserError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        click.echo("interrupted; nothing was written", err=True)
         return 130
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()} (see t2vzero --help)", err=True)
         return exc.exit_code if isinstance(exc, click.UsageError) else 1
-    except KeyboardInterrupt:
-        click.echo("interrupted; nothing was written", err=True)
-        return 130
     return 0
 
 

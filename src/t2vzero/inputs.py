@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
+from .checks import MAX_SIDE
 from .errors import UserError
 from .video import read_video
 
@@ -23,6 +25,9 @@ def load_clip(path: str | Path, *, start: float | None = None, end: float | None
         raise UserError(f"--every must be at least 1, got {every}")
     if max_frames is not None and max_frames < 1:
         raise UserError(f"--max-frames must be at least 1, got {max_frames}")
+    for name, value in (("--start", start), ("--end", end), ("--fps", fps)):
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"{name} must be a finite number of seconds, got {value}")
     frames, src_fps = read_video(path)
     src_fps = src_fps or fps
     if start is not None or end is not None:
@@ -34,6 +39,8 @@ def load_clip(path: str | Path, *, start: float | None = None, end: float | None
             raise UserError(f"time range {lo:g}s–{hi:g}s is outside {path}, which is {duration:.2f}s long")
         first, last = round(lo * src_fps), min(len(frames), round(hi * src_fps))
         frames = frames[first:last]
+        if len(frames) == 0:
+            raise UserError(f"no frame of {path} lies between {lo:g}s and {hi:g}s; widen --start/--end")
     frames = frames[::every]
     if max_frames is not None:
         frames = frames[:max_frames]
@@ -44,8 +51,8 @@ def fit_resolution(frames: np.ndarray, resolution: int) -> np.ndarray:
     """Resize so the longer side is `resolution`, both sides multiples of 8, aspect kept."""
     import cv2
 
-    if resolution < 8:
-        raise UserError(f"--resolution must be at least 8, got {resolution}")
+    if not 8 <= resolution <= MAX_SIDE:
+        raise UserError(f"--resolution must be from 8 to {MAX_SIDE}, got {resolution}")
     h, w = frames.shape[1:3]
     scale = resolution / max(h, w)
     new_h, new_w = (max(8, round(s * scale / 8) * 8) for s in (h, w))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,14 +18,21 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def parse_lora(spec: str) -> tuple[str, float]:
-    """`PATH[:SCALE]` → (path, scale); the scale defaults to 1.0."""
+    """`PATH[:SCALE]` → (path, scale); the scale defaults to 1.0.
+
+    Text after the last colon is a scale unless it holds a path separator (`C:\\loras\\x`) or the whole
+    spec names an existing file; a scale must be a finite number.
+    """
     path, sep, scale = spec.rpartition(":")
-    if sep:
-        try:
-            return path, float(scale)
-        except ValueError:
-            pass
-    return spec, 1.0
+    if not sep or not path or "/" in scale or "\\" in scale or Path(spec).exists():
+        return spec, 1.0
+    try:
+        value = float(scale)
+    except ValueError:
+        raise UserError(f"scale {scale!r} in {spec!r} is not a number; write PATH:0.8") from None
+    if not math.isfinite(value):
+        raise UserError(f"scale {scale!r} in {spec!r} must be a finite number; write PATH:0.8")
+    return path, value
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -32,6 +40,19 @@ def resolve_device(device: str | None = None) -> str:
     import torch
 
     if device and device != "auto":
+        try:
+            kind = torch.device(device).type
+        except (RuntimeError, ValueError):
+            raise UserError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"device {device} asked for, but CUDA is not available here; use --device cpu or auto")
+        if kind == "cuda" and torch.device(device).index is not None \
+                and torch.device(device).index >= torch.cuda.device_count():
+            raise UserError(f"device {device} does not exist: {torch.cuda.device_count()} CUDA device(s) here")
+        if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UserError(f"device {device} asked for, but MPS is not available here; use --device cpu or auto")
+        if kind not in ("cpu", "cuda", "mps"):
+            raise UserError(f"device {device!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
         return device
     if torch.cuda.is_available():
         return "cuda"
@@ -68,10 +89,16 @@ def _check_pickle(path: Path, allow_pickle: bool) -> None:
         raise UserError(f"{path} is a pickle checkpoint, which can run arbitrary code when loaded; "
                         "convert it to .safetensors or pass --allow-pickle if you trust it")
     if path.is_dir():
-        weights = [p for p in path.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES + (".safetensors",)]
-        if weights and not any(p.suffix == ".safetensors" for p in weights):
-            raise UserError(f"{path} holds only pickle weights (.bin/.ckpt), which can run arbitrary code when "
-                            "loaded; convert them to safetensors or pass --allow-pickle if you trust them")
+        # Per folder (one per component): a mixed checkpoint may hold safetensors for some parts only.
+        folders: dict[Path, set[str]] = {}
+        for p in path.rglob("*"):
+            if p.suffix.lower() in PICKLE_SUFFIXES + (".safetensors",):
+                folders.setdefault(p.parent, set()).add(p.suffix.lower())
+        for folder, kinds in sorted(folders.items()):
+            if ".safetensors" not in kinds:
+                where = path if folder == path else folder
+                raise UserError(f"{where} holds only pickle weights (.bin/.ckpt), which can run arbitrary code when "
+                                "loaded; convert them to safetensors or pass --allow-pickle if you trust them")
 
 
 def dtype_keyword() -> str:

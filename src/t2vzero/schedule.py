@@ -25,7 +25,7 @@ def t0_t1_indices(timesteps: torch.Tensor, t0: int, t1: int, num_train_timesteps
     if not 0 <= t0 < t1 < num_train_timesteps:
         raise UserError(
             f"t0={t0}, t1={t1} must satisfy 0 <= t0 < t1 < {num_train_timesteps} (they are diffusion timesteps; "
-            f"defaults {DEFAULT_T0}/{DEFAULT_T1})"
+            f"the paper uses {DEFAULT_T0}/{DEFAULT_T1})"
         )
     positions = torch.arange(0, len(timesteps), max(1, int(order)))
     if len(positions) < 2:

@@ -6,6 +6,7 @@ interrupted run never leaves a half-written file.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -26,11 +27,26 @@ def is_frame_dir(path: str | Path) -> bool:
     return text.endswith(("/", os.sep)) or Path(text).suffix == "" or Path(text).is_dir()
 
 
-def check_output_path(path: str | Path) -> Path:
-    """Validate an output path before any work: known format, writable folder, no clobbered folder."""
+MIN_FPS, MAX_FPS = 0.1, 1000.0
+
+
+def check_fps(fps: float) -> float:
+    """A frame rate every writer can store (GIF keeps frame times in 1/100 s, ffmpeg needs a sane rate)."""
+    if not math.isfinite(fps) or not MIN_FPS <= fps <= MAX_FPS:
+        raise UserError(f"fps must be a number from {MIN_FPS:g} to {MAX_FPS:g}, got {fps}; e.g. --fps 8")
+    return fps
+
+
+def check_file_path(path: str | Path, what: str = "output") -> Path:
+    """A file to be written: its folder exists and is writable, and it is not itself a folder."""
     out = Path(path)
-    if not is_frame_dir(path) and out.suffix.lower() not in VIDEO_SUFFIXES:
-        raise UserError(f"unknown output format {out.suffix!r}; use .mp4, .webm, .gif or a folder like frames/")
+    if not str(path) or out.is_dir():
+        raise UserError(f"{what} {str(path)!r} is a folder or empty; give a file name")
+    _check_writable_parent(out)
+    return out
+
+
+def _check_writable_parent(out: Path) -> None:
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"output folder {parent} does not exist; create it or choose another --output")
@@ -40,6 +56,18 @@ def check_output_path(path: str | Path) -> Path:
         os.unlink(probe)
     except OSError:
         raise UserError(f"output folder {parent} is not writable; choose another --output") from None
+
+
+def check_output_path(path: str | Path) -> Path:
+    """Validate an output path before any work: known format, writable folder, no clobbered folder."""
+    if not str(path).strip():
+        raise UserError("the output path is empty; give e.g. -o video.mp4 or -o frames/")
+    out = Path(path)
+    if not is_frame_dir(path) and out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UserError(f"unknown output format {out.suffix!r}; use .mp4, .webm, .gif or a folder like frames/")
+    if out.exists() and not out.is_dir() and not out.is_file():
+        raise UserError(f"output {out} is not a regular file (a device?); choose another --output")
+    _check_writable_parent(out)
     if is_frame_dir(path) and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"output folder {out} exists and is not empty; remove it or choose another --output")
     return out
@@ -71,6 +99,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
 def write_video(frames: np.ndarray, path: str | Path, fps: float = 4.0) -> Path:
     """Write (F, H, W, 3) uint8 frames to `path` (format from the suffix, folder → numbered PNGs)."""
     out = check_output_path(path)
+    check_fps(fps)
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"expected (frames, height, width, 3) uint8, got {frames.shape}")
@@ -96,6 +125,11 @@ def _write_ffmpeg(frames: np.ndarray, path: Path, fps: float, codec: str) -> Non
     for frame in frames:
         writer.send(frame)
     writer.close()
+    # imageio-ffmpeg does not report ffmpeg's own failures; an empty or short file must not replace
+    # a good one, so count what was written before the rename.
+    written = imageio_ffmpeg.count_frames_and_secs(str(path))[0] if path.stat().st_size else 0
+    if written != len(frames):
+        raise UserError(f"ffmpeg could not encode the video ({codec}): it wrote {written} of {len(frames)} frames")
 
 
 def _write_gif(frames: np.ndarray, path: Path, fps: float) -> None:
@@ -134,7 +168,10 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float | None]:
             raise UserError(f"folder {src} holds no image frames (.png/.jpg)")
         from PIL import Image
 
-        frames = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+        try:
+            frames = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+        except OSError as exc:  # PIL's UnidentifiedImageError included
+            raise UserError(f"a frame in {src} is not a readable image: {exc}") from None
         if len({f.shape for f in frames}) != 1:
             raise UserError(f"frames in {src} do not all have the same size")
         return np.stack(frames), None

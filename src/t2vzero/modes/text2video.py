@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import copy
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from ..attention import cross_frame_attention
+from ..checks import check_video_args
 from ..errors import UserError
 from ..generate import (
     Guidance,
@@ -35,8 +35,6 @@ from ..generate import (
 from ..motion import motion_field, reference_warp_latents, translate_latents
 from ..schedule import alpha_bar_at, forward_jump, t0_t1_indices
 
-COMPAT_MODES = ("t2vzero", "diffusers")
-
 
 def check_prompts(prompt: Any, negative_prompt: Any) -> tuple[list[str], list[str]]:
     """Prompts as lists of text; one negative prompt for all or one per prompt."""
@@ -48,23 +46,6 @@ def check_prompts(prompt: Any, negative_prompt: Any) -> tuple[list[str], list[st
     if len(negatives) != len(prompts) or not all(isinstance(n, str) for n in negatives):
         raise UserError(f"negative_prompt must be text or a list of {len(prompts)} texts (one per prompt)")
     return list(prompts), negatives
-
-
-def check_video_args(*, video_length: int, height: int, width: int, num_inference_steps: int,
-                     chunk_size: int | None, num_videos_per_prompt: int, compat: str) -> None:
-    """Reject bad generation arguments with a message that says how to fix them."""
-    if isinstance(video_length, bool) or not isinstance(video_length, numbers.Integral) or video_length < 1:
-        raise UserError(f"frames must be at least 1 (got {video_length}); use --frames 8 for example")
-    if height <= 0 or width <= 0 or height % 8 or width % 8:
-        raise UserError(f"size {width}x{height} must be positive multiples of 8; e.g. --size 512x512")
-    if num_inference_steps < 1:
-        raise UserError(f"steps must be at least 1 (got {num_inference_steps}); e.g. --steps 50")
-    if chunk_size is not None and chunk_size < 2:
-        raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {chunk_size}")
-    if num_videos_per_prompt < 1:
-        raise UserError(f"videos per prompt must be at least 1, got {num_videos_per_prompt}")
-    if compat not in COMPAT_MODES:
-        raise UserError(f"unknown compat mode {compat!r}; use one of {', '.join(COMPAT_MODES)}")
 
 
 @torch.no_grad()

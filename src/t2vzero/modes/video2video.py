@@ -17,6 +17,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from ..attention import cross_frame_attention
+from ..checks import COMPAT_MODES
 from ..errors import UserError
 from ..generate import (
     Guidance,
@@ -29,7 +30,6 @@ from ..generate import (
     frame_generators,
     step_kwargs,
 )
-from .text2video import COMPAT_MODES
 
 
 def frames_to_tensor(frames: np.ndarray, device: Any, dtype: Any, normalize: bool) -> torch.Tensor:

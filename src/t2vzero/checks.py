@@ -1,0 +1,29 @@
+"""Argument checks that need no torch, so the command line rejects bad input at once."""
+
+from __future__ import annotations
+
+import numbers
+
+from .errors import UserError
+
+COMPAT_MODES = ("t2vzero", "diffusers")
+MAX_SIDE = 4096  # far beyond what SD-class models draw; larger sizes only exhaust memory
+
+
+def check_video_args(*, video_length: int, height: int, width: int, num_inference_steps: int,
+                     chunk_size: int | None, num_videos_per_prompt: int, compat: str) -> None:
+    """Reject bad generation arguments with a message that says how to fix them."""
+    if isinstance(video_length, bool) or not isinstance(video_length, numbers.Integral) or video_length < 1:
+        raise UserError(f"frames must be at least 1 (got {video_length}); use --frames 8 for example")
+    if height <= 0 or width <= 0 or height % 8 or width % 8:
+        raise UserError(f"size {width}x{height} must be positive multiples of 8; e.g. --size 512x512")
+    if max(height, width) > MAX_SIDE:
+        raise UserError(f"size {width}x{height} is larger than {MAX_SIDE} pixels a side; e.g. --size 1024x576")
+    if num_inference_steps < 1:
+        raise UserError(f"steps must be at least 1 (got {num_inference_steps}); e.g. --steps 50")
+    if chunk_size is not None and chunk_size < 2:
+        raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {chunk_size}")
+    if num_videos_per_prompt < 1:
+        raise UserError(f"videos per prompt must be at least 1, got {num_videos_per_prompt}")
+    if compat not in COMPAT_MODES:
+        raise UserError(f"unknown compat mode {compat!r}; use one of {', '.join(COMPAT_MODES)}")
