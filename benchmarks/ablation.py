@@ -45,11 +45,21 @@ def run_variant(pipe, prompts, *, cross_frame: bool, motion: tuple[float, float]
     return rows
 
 
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--videos", type=int, default=24)
+    parser.add_argument("--videos", type=_at_least(1), default=24)
     parser.add_argument("--seed", type=int, default=0, help="seed of the first video (video i: seed + i)")
-    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--frames", type=_at_least(2), default=8, help="at least 2 (motion needs two frames)")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's)")
     parser.add_argument("--model", default=None, help="default: the built-in model")
     parser.add_argument("--t0", type=int, default=None, help="default: the model's (paper: 881)")

@@ -37,3 +37,16 @@ def tiny_model_dir(tmp_path_factory, tiny):
                                    requires_safety_checker=False)
     pipe.save_pretrained(path, safe_serialization=True)
     return path
+
+
+@pytest.fixture
+def latent_output(monkeypatch):
+    """Make every mode return its final latents (frames × h × w × C) instead of decoded pixels.
+
+    A tiny random VAE decodes almost any latent to nearly the same flat image, so pixel comparisons
+    against an oracle would pass whatever the denoising did; the latents show every difference.
+    """
+    import t2vzero.generate as generate
+
+    monkeypatch.setattr(generate, "decode_latents",
+                        lambda vae, latents, batch_size=8: latents.permute(0, 2, 3, 1).float().cpu().numpy())

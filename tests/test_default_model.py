@@ -91,7 +91,7 @@ def test_positive_motion_moves_content_left_and_no_motion_does_not(pipe):
 
 def test_cli_uses_the_built_in_model_and_warns_about_unknown_words(tmp_path):
     env_cmd = [sys.executable, "-m", "t2vzero", "generate"]
-    ok = subprocess.run([*env_cmd, "a red circle on a blue background", "-o", str(tmp_path / "a.mp4")],
+    ok = subprocess.run([*env_cmd, "A red circle on a blue background.", "-o", str(tmp_path / "a.mp4")],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stdout.strip() == str(tmp_path / "a.mp4") and "warning" not in ok.stderr
     odd = subprocess.run([*env_cmd, "a zebra on the moon", "--frames", "2", "-o", str(tmp_path / "b.gif")],

@@ -115,3 +115,11 @@ def test_eval_bad_input(tmp_path, capsys, monkeypatch, args, match):
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pan.mp4"]  # nothing half-written
+
+
+def test_warp_error_works_on_frames_smaller_than_the_flows_window():
+    frames = np.zeros((3, 8, 8, 3), np.uint8)
+    for k in range(3):
+        frames[k, 2:5, 1 + k:4 + k] = 255
+    errors = warp_errors(frames)
+    assert len(errors) == 2 and np.isfinite(errors).all()

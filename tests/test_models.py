@@ -107,3 +107,42 @@ def test_single_file_safetensors_loads_offline_with_a_config_folder(tiny, tiny_m
     code = run(["generate", "a red circle", "--model", str(path), "--config", str(tiny_model_dir), "--size", "64x64",
                 "--steps", "3", "--frames", "2", "-o", str(out)])
     assert code == 0 and out.is_file(), capsys.readouterr().err
+
+
+def test_one_lora_may_be_given_as_a_string_or_path(tiny_model_dir, lora_file):
+    as_list = video(TextToVideoZero.from_pretrained(str(tiny_model_dir), lora=[str(lora_file)]))
+    for one in (str(lora_file), lora_file, [lora_file]):
+        assert np.abs(video(TextToVideoZero.from_pretrained(str(tiny_model_dir), lora=one)) - as_list).max() < 1e-6
+
+
+@pytest.mark.parametrize("text,match", [
+    ("{not json", "not valid JSON"), ("[1, 2]", "JSON object"), ('{"heigth": 64}', "unknown key 'heigth'"),
+    ('{"height": "abc"}', "height must be"), ('{"motion": 5}', "motion must be"),
+    ('{"guidance_scale": NaN}', "guidance_scale must be"), ('{"vocabulary": "red"}', "vocabulary must be"),
+])
+def test_a_bad_defaults_file_is_named(tiny_model_dir, tmp_path, text, match):
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "t2vzero.json").write_text(text)
+    with pytest.raises(UserError, match=match):
+        load_components(str(model))
+
+
+def test_a_home_relative_model_keeps_its_defaults(tiny_model_dir, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(tiny_model_dir, tmp_path / "m")
+    (tmp_path / "m" / "t2vzero.json").write_text(json.dumps({"height": 32, "width": 48}))
+    pipe = TextToVideoZero.from_pretrained("~/m", device="cpu")
+    assert pipe.native_size() == (32, 48)
+
+
+def test_a_tokenizer_without_a_length_uses_the_text_encoders(tiny):
+    tokenizer = copy.deepcopy(tiny["tokenizer"])
+    tokenizer.model_max_length = int(1e30)  # what transformers sets when a tokenizer config has no length
+    out = video(TextToVideoZero(**{**tiny, "tokenizer": tokenizer}))
+    assert np.abs(out - video(TextToVideoZero(**tiny))).max() < 1e-6

@@ -136,3 +136,86 @@ def test_pix2pix_chunked_equals_unchunked_even_with_an_ancestral_sampler(pix2pix
 def test_edit_needs_an_eight_channel_unet(tiny):
     with pytest.raises(UserError, match="8"):
         edit_video(tiny, "make it red", moving_square_video(), progress=False)
+
+
+def _diffusers_controlnet_latents(tiny, net, cond, prompt, seed, steps, guidance, cross_frame_net=True):
+    pipe = StableDiffusionControlNetPipeline(**tiny, controlnet=net, safety_checker=None, feature_extractor=None,
+                                             requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    saved = [(m, m.attn_processors) for m in (pipe.unet, net)[:2 if cross_frame_net else 1]]
+    for m, _ in saved:
+        m.set_attn_processor(CrossFrameAttnProcessor(batch_size=2))
+    try:
+        latents = torch.randn((1, 4, 8, 8), generator=seeded(seed)).repeat(len(cond), 1, 1, 1)
+        out = pipe(prompt=[prompt] * len(cond), image=[Image.fromarray(c) for c in cond], latents=latents,
+                   num_inference_steps=steps, guidance_scale=guidance, output_type="latent").images
+    finally:
+        for m, processors in saved:
+            m.set_attn_processor(processors)
+    return out.permute(0, 2, 3, 1).numpy()
+
+
+def test_controlnet_compat_matches_diffusers_in_latent_space(tiny, controlnets, latent_output):
+    cond = moving_square_video()
+    ref = _diffusers_controlnet_latents(tiny, controlnets[0], cond, "a yellow square", 5, 6, 9.0)
+    ours = control_video(tiny, "a yellow square", [cond], controlnets[:1], generator=seeded(5), compat="diffusers",
+                         num_inference_steps=6, progress=False).frames[0]
+    assert np.abs(ours - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+
+
+def test_a_globally_pooled_controlnet_acts_in_guess_mode_like_diffusers(tiny, controlnets, latent_output):
+    # e.g. the shuffle ControlNet: diffusers runs it on the text branch only; run on both branches its
+    # residuals would cancel under classifier-free guidance.
+    config = {k: v for k, v in controlnets[0].config.items() if not k.startswith("_")}
+    pooled = ControlNetModel.from_config({**config, "global_pool_conditions": True}).eval()
+    pooled.load_state_dict(controlnets[0].state_dict())
+    assert pooled.config.global_pool_conditions
+    # One frame: cross-frame attention is plain attention, and diffusers' recipe cannot split the
+    # ControlNet's text-only batch into its two guidance groups.
+    cond = moving_square_video(frames=1)
+    ref = _diffusers_controlnet_latents(tiny, pooled, cond, "a yellow square", 3, 4, 9.0, cross_frame_net=False)
+    kw = dict(generator=seeded(3), num_inference_steps=4, progress=False)
+    ours = control_video(tiny, "a yellow square", [cond], [pooled], **kw).frames[0]
+    assert np.abs(ours - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+    off = control_video(tiny, "a yellow square", [cond], [pooled], scales=[0.0], **kw).frames[0]
+    assert np.abs(ours - off).max() > 0.05 * np.abs(off).max()
+
+
+def test_video_to_video_input_is_checked(tiny, controlnets, pix2pix):
+    cond = moving_square_video()
+    bad = {
+        "float frames": (cond.astype(np.float32) / 255, {}, "uint8"),
+        "grey frames": (cond[..., 0], {}, "RGB"),
+        "no frames": (cond[:0], {}, "at least one frame"),
+        "odd size": (cond[:, :60, :60], {}, "multiples of 8"),
+        "chunk": (cond, {"chunk_size": 1}, "chunk size"),
+        "steps": (cond, {"num_inference_steps": 0}, "steps"),
+        "guidance": (cond, {"guidance_scale": float("nan")}, "finite"),
+        "scales": (cond, {"scales": [1.0, 2.0]}, "one finite scale per ControlNet"),
+    }
+    for frames, kw, match in bad.values():
+        with pytest.raises(UserError, match=match):
+            control_video(tiny, "x", [frames], controlnets[:1], progress=False, **kw)
+        if "scales" not in kw:
+            with pytest.raises(UserError, match=match):
+                edit_video(pix2pix, "x", frames, progress=False, **kw)
+    with pytest.raises(UserError, match="one text"):
+        edit_video(pix2pix, ["x", "y"], cond, progress=False)
+    # One ControlNet, one condition video and one scale need no lists; a None negative prompt is empty.
+    one = control_video(tiny, "x", cond, controlnets[0], scales=0.5, negative_prompt=None, num_inference_steps=2,
+                        progress=False).frames
+    assert one.shape == (1, FRAMES, 64, 64, 3)
+
+
+def test_controlnets_that_cannot_fit_the_base_model_are_named(tiny, controlnets):
+    cond = moving_square_video()
+    config = {k: v for k, v in controlnets[0].config.items() if not k.startswith("_")}
+    for change, match in (({"layers_per_block": 2}, "layers_per_block"),
+                          ({"conditioning_channels": 1}, "1-channel conditions"),
+                          ({"conditioning_embedding_out_channels": (16, 32)}, "downsamples its condition by 2")):
+        net = ControlNetModel.from_config({**config, **change}).eval()
+        with pytest.raises(UserError, match=match):
+            control_video(tiny, "x", [cond], [net], num_inference_steps=2, progress=False)
+    with pytest.raises(UserError, match="same dtype"):
+        control_video(tiny, "x", [cond], [controlnets[0].to(torch.bfloat16)], num_inference_steps=2, progress=False)
+    controlnets[0].to(torch.float32)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     pipe = TextToVideoZero.from_pretrained(model, device=device, dtype=dtype, lora=lora, allow_pickle=allow_pickle,
                                            config=model_config)
     _warn_unknown_words(prompt, pipe.defaults.get("vocabulary"))
-    _warn_long_prompt(pipe.tokenizer, prompt, negative)
+    _warn_long_prompt(pipe, prompt, negative)
     result = pipe(prompt, video_length=frames, height=height if size else None, width=width if size else None,
                   num_inference_steps=steps, guidance_scale=guidance, negative_prompt=negative,
                   generator=torch.Generator().manual_seed(seed), motion=delta, t0=t0, t1=t1, chunk_size=chunk_size,
@@ -249,7 +250,7 @@ def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditi
                                            allow_pickle=o["allow_pickle"])
     nets = [load_controlnet(spec, device=o["device"], dtype=o["dtype"], allow_pickle=o["allow_pickle"])
             for spec in controlnets]
-    _warn_long_prompt(pipe.tokenizer, prompt, o["negative"])
+    _warn_long_prompt(pipe, prompt, o["negative"])
     result = pipe.control(prompt, maps, [n for n, _ in nets], scales=[s for _, s in nets],
                           negative_prompt=o["negative"],
                           num_inference_steps=steps, guidance_scale=guidance,
@@ -279,7 +280,7 @@ def edit(input_video: str, instruction: str, steps: int, guidance: float, image_
 
     pipe = TextToVideoZero.from_pretrained(o["model"], device=o["device"], dtype=o["dtype"], lora=o["lora"],
                                            allow_pickle=o["allow_pickle"])
-    _warn_long_prompt(pipe.tokenizer, instruction, o["negative"])
+    _warn_long_prompt(pipe, instruction, o["negative"])
     result = pipe.edit(instruction, frames, negative_prompt=o["negative"], num_inference_steps=steps,
                        guidance_scale=guidance, image_guidance_scale=image_guidance,
                        generator=torch.Generator().manual_seed(o["seed"]), chunk_size=o["chunk_size"],
@@ -381,9 +382,12 @@ def _check_single_file_config(model: str | None, config: str | None) -> None:
                         "its own configs); drop --config")
 
 
-def _warn_long_prompt(tokenizer: Any, *texts: str) -> None:
+def _warn_long_prompt(pipe: Any, *texts: str) -> None:
     """CLIP reads a fixed number of tokens; the rest of a longer prompt is cut off."""
-    limit = tokenizer.model_max_length
+    from .generate import token_limit
+
+    tokenizer = pipe.tokenizer
+    limit = token_limit(tokenizer, pipe.text_encoder)
     for text in texts:
         if text and len(tokenizer(text).input_ids) > limit:
             click.echo(f"warning: the prompt {text[:40]!r}... is longer than the model's {limit} tokens; "
@@ -395,7 +399,8 @@ def _warn_unknown_words(prompt: str, vocabulary: list[str] | None) -> None:
     if not vocabulary:
         return
     known = {w.lower() for w in vocabulary}
-    unknown = [w for w in dict.fromkeys(prompt.lower().replace(",", " ").split()) if w not in known]
+    words = re.findall(r"[^\W_]+(?:'[^\W_]+)?", prompt.lower())  # words without punctuation
+    unknown = [w for w in dict.fromkeys(words) if w not in known]
     if unknown:
         click.echo(f"warning: this model only knows captions like 'a red circle on a blue background'; "
                    f"it never saw: {', '.join(unknown)}", err=True)

@@ -125,9 +125,15 @@ def denoise(latents: torch.Tensor, timesteps: torch.Tensor, scheduler: Any, pred
     return latents
 
 
+def token_limit(tokenizer: Any, text_encoder: Any) -> int:
+    """Tokens the text encoder reads: the tokenizer's length, which transformers leaves huge when unset."""
+    positions = getattr(getattr(text_encoder, "config", None), "max_position_embeddings", None)
+    return min(tokenizer.model_max_length, positions) if positions else tokenizer.model_max_length
+
+
 def encode_prompts(tokenizer: Any, text_encoder: Any, prompts: Sequence[str], device: Any) -> torch.Tensor:
     """CLIP text embeddings (len(prompts), tokens, dim), padded to the tokenizer's maximum length."""
-    ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length,
+    ids = tokenizer(list(prompts), padding="max_length", max_length=token_limit(tokenizer, text_encoder),
                     truncation=True, return_tensors="pt")
     mask = None
     if getattr(text_encoder.config, "use_attention_mask", False):

@@ -13,9 +13,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
+
+MIN_FLOW_SIDE = 16
 
 
 def optical_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -24,7 +27,13 @@ def optical_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     gray = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in (a, b)]
-    return dis.calc(gray[0], gray[1], None)
+    h, w = gray[0].shape
+    k = math.ceil(MIN_FLOW_SIDE / min(h, w))  # DIS needs frames of 12 px or more
+    if k == 1:
+        return dis.calc(gray[0], gray[1], None)
+    big = [cv2.resize(g, (w * k, h * k), interpolation=cv2.INTER_LINEAR) for g in gray]
+    flow = dis.calc(big[0], big[1], None)
+    return cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA) / k
 
 
 def _sample(image: np.ndarray, flow: np.ndarray) -> np.ndarray:

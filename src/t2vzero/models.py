@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -164,10 +165,16 @@ def load_components(model: str | Path | None = None, *, device: str | None = Non
     return components, read_model_defaults(model)
 
 
-def _apply_loras(pipe: Any, lora: Sequence[str | tuple[str, float]], allow_pickle: bool) -> None:
+def _apply_loras(pipe: Any, lora: Any, allow_pickle: bool) -> None:
+    if isinstance(lora, str | os.PathLike):  # one LoRA, not a sequence of characters
+        lora = [lora]
     names, scales = [], []
     for i, spec in enumerate(lora):
-        path, scale = parse_lora(spec) if isinstance(spec, str) else spec
+        path, scale = parse_lora(spec) if isinstance(spec, str) else \
+            (os.fspath(spec), 1.0) if isinstance(spec, os.PathLike) else spec
+        path = os.path.expanduser(os.fspath(path))
+        if Path(path).is_dir() and not any(Path(path).glob("*.safetensors")) and not allow_pickle:
+            raise UserError(f"LoRA folder {path} holds no .safetensors file; give the LoRA file itself")
         if not Path(path).exists() and not _HUB_ID.match(path):
             raise UserError(f"LoRA {path} does not exist; give a .safetensors file or folder, as PATH[:SCALE]")
         _check_pickle(Path(path), allow_pickle)
@@ -181,10 +188,48 @@ def _apply_loras(pipe: Any, lora: Sequence[str | tuple[str, float]], allow_pickl
         pipe.set_adapters(names, adapter_weights=scales)
 
 
-def read_model_defaults(model: str) -> dict[str, Any]:
-    """Generation defaults a model folder may carry in `t2vzero.json` (e.g. its native size)."""
-    path = Path(model) / DEFAULTS_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+# What `t2vzero.json` may hold: key -> (check, what it must be)
+_DEFAULT_KEYS: dict[str, tuple[Any, str]] = {
+    "height": (lambda v: _is_int(v) and 0 < v <= 4096 and v % 8 == 0, "a positive multiple of 8"),
+    "width": (lambda v: _is_int(v) and 0 < v <= 4096 and v % 8 == 0, "a positive multiple of 8"),
+    "video_length": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "num_inference_steps": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "guidance_scale": (lambda v: _is_number(v), "a finite number"),
+    "eta": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    "motion": (lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v), "[dx, dy]"),
+    "t0": (lambda v: _is_int(v) and v >= 0, "a timestep (whole number)"),
+    "t1": (lambda v: _is_int(v) and v >= 0, "a timestep (whole number)"),
+    "vocabulary": (lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v), "a list of words"),
+}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def read_model_defaults(model: str | Path) -> dict[str, Any]:
+    """Generation defaults a model folder may carry in `t2vzero.json` (e.g. its native size), checked."""
+    path = Path(model).expanduser() / DEFAULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); fix or delete it") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a JSON object of generation defaults, not {type(data).__name__}")
+    for key, value in data.items():
+        if key not in _DEFAULT_KEYS:
+            known = ", ".join(_DEFAULT_KEYS)
+            raise UserError(f"{path}: unknown key {key!r}; the keys are {known}")
+        check, what = _DEFAULT_KEYS[key]
+        if not check(value):
+            raise UserError(f"{path}: {key} must be {what}, not {value!r}")
+    return data
 
 
 def load_controlnet(spec: str | tuple[str, float], *, device: str | None = None, dtype: str | None = None,
@@ -201,7 +246,8 @@ def load_controlnet(spec: str | tuple[str, float], *, device: str | None = None,
         if path.is_file():
             net = ControlNetModel.from_single_file(str(path))
         else:
-            net = ControlNetModel.from_pretrained(model, use_safetensors=None if allow_pickle else True)
+            net = ControlNetModel.from_pretrained(str(path) if path.is_dir() else model,
+                                                  use_safetensors=None if allow_pickle else True)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"could not load ControlNet {model}: {reason}") from exc

@@ -64,10 +64,11 @@ class TextToVideoZero:
         def pick(name: str, value: Any) -> Any:
             return value if value is not None else self.defaults.get(name, PAPER_DEFAULTS.get(name))
 
-        native_h, native_w = self.native_size()
+        if height is None or width is None:
+            native_h, native_w = self.native_size()
+            height, width = native_h if height is None else height, native_w if width is None else width
         return text_to_video(
-            self.components, prompt, video_length=pick("video_length", video_length),
-            height=native_h if height is None else height, width=native_w if width is None else width,
+            self.components, prompt, video_length=pick("video_length", video_length), height=height, width=width,
             num_inference_steps=pick("num_inference_steps", num_inference_steps),
             guidance_scale=pick("guidance_scale", guidance_scale), negative_prompt=negative_prompt,
             num_videos_per_prompt=num_videos_per_prompt, eta=pick("eta", eta), generator=generator,

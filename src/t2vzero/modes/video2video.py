@@ -8,6 +8,7 @@ the starting noise: one latent shared by every frame (the paper), so the conditi
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from ..attention import cross_frame_attention
-from ..checks import COMPAT_MODES
+from ..checks import check_video_args
 from ..errors import UserError
 from ..generate import (
     Guidance,
@@ -69,6 +70,38 @@ def _start_noise(shape: tuple[int, ...], frames: int, generator: Any, device: An
     return randn_tensor((frames, *shape), generator=generator, device=device, dtype=dtype)
 
 
+def check_frames(frames: Any, what: str, factor: int) -> np.ndarray:
+    """A video as (F, H, W, 3) uint8 with F >= 1 and sides that are multiples of the VAE factor."""
+    arr = np.asarray(frames)
+    if arr.dtype != np.uint8:
+        raise UserError(f"{what} must be uint8 RGB frames (0-255), not {arr.dtype}; convert with "
+                        "(x * 255).round().astype(np.uint8)")
+    if arr.ndim != 4 or arr.shape[-1] != 3 or len(arr) == 0:
+        raise UserError(f"{what} must be (frames, height, width, 3) RGB with at least one frame, got shape "
+                        f"{arr.shape}")
+    h, w = arr.shape[1:3]
+    if h % factor or w % factor:
+        raise UserError(f"{what} are {w}x{h}; sides must be multiples of {factor} (the VAE factor): resize them, "
+                        "e.g. t2vzero.inputs.fit_resolution(frames, 512)")
+    return arr
+
+
+def _check_run_args(prompt: Any, negative_prompt: Any, num_inference_steps: int, chunk_size: int | None,
+                    compat: str, **scales: float) -> tuple[str, str]:
+    """What text-to-video checks too: one prompt, steps, chunking, compat mode, finite guidance."""
+    from .text2video import check_prompts
+
+    if not isinstance(prompt, str):
+        raise UserError(f"prompt must be one text for a video-to-video call, not {type(prompt).__name__}")
+    prompts, negatives = check_prompts(prompt, negative_prompt)
+    check_video_args(video_length=1, height=8, width=8, num_inference_steps=num_inference_steps,
+                     chunk_size=chunk_size, num_videos_per_prompt=1, compat=compat)
+    for name, value in scales.items():
+        if not math.isfinite(value):
+            raise UserError(f"{name} must be a finite number, got {value}")
+    return prompts[0], negatives[0]
+
+
 @torch.no_grad()
 def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[np.ndarray],
                   controlnets: Sequence[Any], *, scales: Sequence[float] | None = None,
@@ -79,18 +112,27 @@ def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[
 
     `conditions` holds one (F, H, W, 3) uint8 video of condition maps per ControlNet.
     """
-    if compat not in COMPAT_MODES:
-        raise UserError(f"unknown compat mode {compat!r}; use one of {', '.join(COMPAT_MODES)}")
+    prompt, negative_prompt = _check_run_args(prompt, negative_prompt, num_inference_steps, chunk_size, compat,
+                                              guidance_scale=guidance_scale)
+    if not isinstance(controlnets, list | tuple):
+        controlnets = [controlnets]
+    if isinstance(conditions, np.ndarray) and conditions.ndim == 4:
+        conditions = [conditions]
     if not controlnets or len(conditions) != len(controlnets):
         raise UserError(f"give one condition video per ControlNet ({len(controlnets)} ControlNets, "
                         f"{len(conditions)} conditions)")
-    scales = list(scales) if scales is not None else [1.0] * len(controlnets)
+    scales = [1.0] * len(controlnets) if scales is None else \
+        [float(scales)] * len(controlnets) if isinstance(scales, int | float) else [float(x) for x in scales]
+    if len(scales) != len(controlnets) or not all(math.isfinite(x) for x in scales):
+        raise UserError(f"give one finite scale per ControlNet ({len(controlnets)} ControlNets, scales {scales})")
     unet, vae = components["unet"], components["vae"]
+    vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    conditions = [check_frames(c, f"condition video {i}", vae_scale) for i, c in enumerate(conditions, 1)]
     num_frames, height, width = conditions[0].shape[:3]
     for c in conditions[1:]:
         if c.shape[:3] != conditions[0].shape[:3]:
             raise UserError(f"condition videos differ in frames or size: {c.shape[:3]} vs {conditions[0].shape[:3]}")
-    _check_controlnets(unet, controlnets)
+    _check_controlnets(unet, controlnets, vae_scale)
     device, dtype = unet.device, unet.dtype
     embeds = _text_groups(components, [prompt], [negative_prompt], guidance_scale > 1.0, device, dtype)
     groups = embeds.shape[0]
@@ -99,14 +141,22 @@ def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[
     def hook(model_input: torch.Tensor, t: torch.Tensor, text: torch.Tensor, frame_ids: Sequence[int]):
         down, mid = None, None
         for net, scale, cond in zip(controlnets, scales, conds, strict=True):
-            image = cond[list(frame_ids)].repeat(groups, 1, 1, 1)
-            d, m = net(model_input, t, encoder_hidden_states=text, controlnet_cond=image, conditioning_scale=scale,
-                       return_dict=False)
+            # Nets that pool their condition globally (e.g. shuffle) act in guess mode, as in diffusers:
+            # they see only the text group and add nothing to the unconditional one, which would
+            # otherwise cancel their effect under guidance.
+            pooled = groups > 1 and bool(getattr(net.config, "global_pool_conditions", False))
+            n = len(frame_ids)
+            x, states = (model_input[-n:], text[-n:]) if pooled else (model_input, text)
+            image = cond[list(frame_ids)].repeat(1 if pooled else groups, 1, 1, 1)
+            d, m = net(x, t, encoder_hidden_states=states, controlnet_cond=image, conditioning_scale=scale,
+                       guess_mode=pooled, return_dict=False)
+            if pooled:
+                d = [torch.cat([torch.zeros_like(r).repeat(groups - 1, 1, 1, 1), r]) for r in d]
+                m = torch.cat([torch.zeros_like(m).repeat(groups - 1, 1, 1, 1), m])
             down = d if down is None else [a + b for a, b in zip(down, d, strict=True)]
             mid = m if mid is None else mid + m
         return model_input, {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
-    vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
     shape = (unet.config.in_channels, height // vae_scale, width // vae_scale)
     x_T = _start_noise(shape, num_frames, generator, device, dtype, shared=True)
     guidance = Guidance(unet, embeds, cfg_combine(guidance_scale), hook=hook)
@@ -125,9 +175,11 @@ def edit_video(components: dict[str, Any], instruction: str, frames: np.ndarray,
     in each of the three guidance groups (text+image, image only, neither). The default mode starts
     every frame from one shared noise; `compat="diffusers"` draws one per frame, as diffusers' recipe.
     """
-    if compat not in COMPAT_MODES:
-        raise UserError(f"unknown compat mode {compat!r}; use one of {', '.join(COMPAT_MODES)}")
+    instruction, negative_prompt = _check_run_args(instruction, negative_prompt, num_inference_steps, chunk_size,
+                                                   compat, guidance_scale=guidance_scale,
+                                                   image_guidance_scale=image_guidance_scale)
     unet, vae = components["unet"], components["vae"]
+    frames = check_frames(frames, "frames", 2 ** (len(vae.config.block_out_channels) - 1))
     latent_channels = vae.config.latent_channels
     if unet.config.in_channels != 2 * latent_channels:
         raise UserError(f"the edit checkpoint's UNet takes {unet.config.in_channels} input channels, not "
@@ -170,14 +222,29 @@ def _text_groups(components: dict[str, Any], prompts: list[str], negatives: list
     return torch.stack(groups)
 
 
-def _check_controlnets(unet: Any, controlnets: Sequence[Any]) -> None:
-    """A ControlNet must match the base UNet's text width and block widths, or the residuals cannot add."""
+def _check_controlnets(unet: Any, controlnets: Sequence[Any], vae_scale: int) -> None:
+    """A ControlNet must mirror the base UNet's encoder and see conditions at image resolution."""
+    ours = unet.config
     for i, net in enumerate(controlnets, 1):
-        ours, theirs = unet.config, net.config
-        if (theirs.cross_attention_dim != ours.cross_attention_dim
-                or tuple(theirs.block_out_channels) != tuple(ours.block_out_channels)
-                or theirs.in_channels != ours.in_channels):
-            raise UserError(f"ControlNet {i} does not match the base model (cross-attention "
-                            f"{theirs.cross_attention_dim} vs {ours.cross_attention_dim}, blocks "
-                            f"{tuple(theirs.block_out_channels)} vs {tuple(ours.block_out_channels)}); "
-                            "use a ControlNet made for this base model's family (SD 1.x or 2.x)")
+        theirs = net.config
+        mirrored = ("cross_attention_dim", "block_out_channels", "layers_per_block", "down_block_types")
+        diff = [f"{k} {_as_tuple(getattr(theirs, k, None))} vs {_as_tuple(getattr(ours, k, None))}" for k in mirrored
+                if _as_tuple(getattr(theirs, k, None)) != _as_tuple(getattr(ours, k, None))]
+        if theirs.in_channels != ours.in_channels:
+            diff.append(f"latent channels {theirs.in_channels} vs {ours.in_channels}")
+        if diff:
+            raise UserError(f"ControlNet {i} does not match the base model ({'; '.join(diff)}); use a ControlNet "
+                            "made for this base model's family (SD 1.x or 2.x)")
+        if (net.dtype, net.device) != (unet.dtype, unet.device):
+            raise UserError(f"ControlNet {i} is {net.dtype} on {net.device} but the base model {unet.dtype} on "
+                            f"{unet.device}; load both with the same dtype and device")
+        factor = 2 ** (len(getattr(theirs, "conditioning_embedding_out_channels", (0,) * 4)) - 1)
+        if factor != vae_scale:
+            raise UserError(f"ControlNet {i} downsamples its condition by {factor}, but the VAE by {vae_scale}")
+        if getattr(theirs, "conditioning_channels", 3) != 3:
+            raise UserError(f"ControlNet {i} takes {theirs.conditioning_channels}-channel conditions; this tool "
+                            "gives it RGB condition maps")
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list | tuple) else value
