@@ -40,6 +40,12 @@ def test_generate_to_a_png_folder_with_ablations_and_compat(capsys, tmp_path, ti
     assert sorted(os.listdir(out_dir)) == ["0000.png", "0001.png", "0002.png"]
 
 
+def test_generate_with_background_smoothing(capsys, tmp_path, tiny_model_dir):
+    code, out, err = cli(capsys, "generate", "a red circle", "--model", str(tiny_model_dir), *FAST,
+                         "--background-smoothing", "0.6", "-o", str(tmp_path / "s.gif"))
+    assert code == 0 and out.strip() == str(tmp_path / "s.gif"), err
+
+
 @pytest.mark.parametrize("args,match", [
     (["--frames", "0"], "frames must be at least 1"),
     (["--size", "30x30"], "multiples of 8"),
@@ -58,6 +64,7 @@ def test_generate_to_a_png_folder_with_ablations_and_compat(capsys, tmp_path, ti
     (["--seed", str(2**64)], "seed"),
     (["--size", "8192x8192"], "larger than 4096"),
     (["--motion", "4,0", "--no-motion"], "contradict"),
+    (["--background-smoothing", "1.5"], "--background-smoothing"),
     (["--config", "somewhere"], "--config only applies"),
     (["--lora", "style.safetensors:abc"], "not a number"),
     (["--lora", "style.safetensors:nan"], "finite"),

@@ -72,6 +72,9 @@ def main() -> None:
               help="Frames per chunk (frame 1 is in every chunk) to bound memory.")
 @click.option("--no-cross-frame-attention", is_flag=True, help="Ablation: plain self-attention per frame.")
 @click.option("--no-motion", is_flag=True, help="Ablation: zero motion field (δ = 0).")
+@click.option("--background-smoothing", "smoothing", type=click.FloatRange(0, 1), default=None,
+              help="The paper's optional background smoothing with this α (paper: 0.6); a second pass, "
+              "foreground by contrast to the frame border.")
 @click.option("--fps", type=float, default=4.0, show_default=True, help="Frames per second of the output.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--dtype", default="auto", show_default=True,
@@ -85,7 +88,8 @@ def main() -> None:
 @click.option("--sheet", is_flag=True, help="Also write a contact sheet PNG of the frames beside the video.")
 def generate(prompt: str, model: str | None, model_config: str | None, negative: str, frames: int, steps: int | None,
              guidance: float | None, seed: int, size: str | None, motion: str | None, t0: int | None,
-             t1: int | None, chunk_size: int | None, no_cross_frame_attention: bool, no_motion: bool, fps: float,
+             t1: int | None, chunk_size: int | None, no_cross_frame_attention: bool, no_motion: bool,
+             smoothing: float | None, fps: float,
              device: str, dtype: str, lora: tuple[str, ...], allow_pickle: bool, compat: str, output: str,
              sheet: bool) -> None:
     """Generate a video from PROMPT (an empty prompt is unconditional)."""
@@ -126,7 +130,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     result = pipe(prompt, video_length=frames, height=height if size else None, width=width if size else None,
                   num_inference_steps=steps, guidance_scale=guidance, negative_prompt=negative,
                   generator=torch.Generator().manual_seed(seed), motion=delta, t0=t0, t1=t1, chunk_size=chunk_size,
-                  cross_frame_attention=not no_cross_frame_attention, compat=compat)
+                  cross_frame_attention=not no_cross_frame_attention, compat=compat, background_smoothing=smoothing)
     video = result.uint8()[0]
     path = write_video(video, output, fps=fps)
     if sheet:

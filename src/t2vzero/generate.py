@@ -111,15 +111,18 @@ def frame_generators(generator: Any, videos: int, streams: int) -> list[list[tor
 
 def denoise(latents: torch.Tensor, timesteps: torch.Tensor, scheduler: Any, predict: Guidance,
             frame_ids: Sequence[int], *, extra_step_kwargs: dict[str, Any] | None = None,
-            progress: Any = None) -> torch.Tensor:
+            after_step: Callable[[torch.Tensor], torch.Tensor] | None = None, progress: Any = None) -> torch.Tensor:
     """The backward process over `timesteps`; the one loop every mode uses.
 
     `latents` is (videos·frames, C, h, w); each step asks `predict` for the guided noise and lets the
-    scheduler take a step. Returns the latents at the input of the step after the last timestep.
+    scheduler take a step, then `after_step` may adjust the latents (background smoothing). Returns
+    the latents at the input of the step after the last timestep.
     """
     for t in timesteps:
         eps = predict(scheduler.scale_model_input(latents, t), t, frame_ids)
         latents = scheduler.step(eps, t, latents, **(extra_step_kwargs or {})).prev_sample
+        if after_step is not None:
+            latents = after_step(latents)
         if progress is not None:
             progress.update()
     return latents
@@ -163,7 +166,9 @@ def chunk_frame_ids(num_frames: int, chunk_size: int | None) -> list[list[int]]:
 
 def denoise_chunks(chunks: list[list[int]], start: Callable[[list[int]], torch.Tensor], timesteps: torch.Tensor,
                    scheduler: Any, predict: Guidance, vae: Any, *, videos: int, num_frames: int,
-                   step_kwargs_for: Callable[[list[int]], dict[str, Any]], progress: Any = None) -> np.ndarray:
+                   step_kwargs_for: Callable[[list[int]], dict[str, Any]],
+                   after_step_for: Callable[[list[int]], Callable[[torch.Tensor], torch.Tensor]] | None = None,
+                   progress: Any = None) -> np.ndarray:
     """Denoise a video chunk by chunk (frame 1 anchoring each chunk) and decode it.
 
     `start(ids)` gives the (videos·len(ids), C, h, w) latents of a chunk at `timesteps[0]`; each chunk
@@ -173,7 +178,8 @@ def denoise_chunks(chunks: list[list[int]], start: Callable[[list[int]], torch.T
     frames: np.ndarray | None = None
     for ids in chunks:
         out = denoise(start(ids), timesteps, copy.deepcopy(scheduler), predict, ids,
-                      extra_step_kwargs=step_kwargs_for(ids), progress=progress)
+                      extra_step_kwargs=step_kwargs_for(ids),
+                      after_step=after_step_for(ids) if after_step_for is not None else None, progress=progress)
         keep = [j for j, k in enumerate(ids) if k != 0 or ids is chunks[0]]
         out = out.view(videos, len(ids), *out.shape[1:])[:, keep]
         images = decode_latents(vae, out.flatten(0, 1))

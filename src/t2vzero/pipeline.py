@@ -57,6 +57,7 @@ class TextToVideoZero:
                  num_videos_per_prompt: int = 1, eta: float | None = None, generator: Any = None,
                  motion: tuple[float, float] | None = None, t0: int | None = None, t1: int | None = None,
                  chunk_size: int | None = None, cross_frame_attention: bool = True, compat: str = "t2vzero",
+                 background_smoothing: float | None = None, foreground_masks: Any = None,
                  progress: bool = True) -> VideoOutput:
         """Generate videos; None arguments take the model's defaults, then the paper's."""
         from .modes.text2video import text_to_video
@@ -73,7 +74,8 @@ class TextToVideoZero:
             guidance_scale=pick("guidance_scale", guidance_scale), negative_prompt=negative_prompt,
             num_videos_per_prompt=num_videos_per_prompt, eta=pick("eta", eta), generator=generator,
             motion=tuple(pick("motion", motion)), t0=pick("t0", t0), t1=pick("t1", t1), chunk_size=chunk_size,
-            cross_frame=cross_frame_attention, compat=compat, progress=progress,
+            cross_frame=cross_frame_attention, compat=compat, background_smoothing=background_smoothing,
+            foreground_masks=foreground_masks, progress=progress,
         )
 
     def control(self, prompt: str, conditions: Sequence[Any], controlnets: Sequence[Any], **kwargs: Any) -> VideoOutput:

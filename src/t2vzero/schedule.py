@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -80,3 +81,29 @@ def forward_jump(x_t0: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.
         ratio = a1 / a0
     ratio = ratio.to(device=x_t0.device, dtype=x_t0.dtype)
     return ratio.sqrt() * x_t0 + (1 - ratio).sqrt() * noise
+
+
+def reject_unresumable(scheduler: Any) -> None:
+    """Frames 2..N start at t1, mid-schedule; PNDM's Runge-Kutta warm-up indexes its own step counter."""
+    if getattr(scheduler.config, "skip_prk_steps", True) is False:
+        raise UserError("text-to-video cannot use PNDM with Runge-Kutta warm-up steps (skip_prk_steps=False): "
+                        "frames 2..N start mid-schedule; use skip_prk_steps=True (Stable Diffusion's PNDM "
+                        "config) or DDIM")
+
+
+def resume_at(scheduler: Any, index: int) -> tuple[Any, torch.Tensor]:
+    """A copy of `scheduler` (timesteps set, no step taken yet) that starts at step `index` with no
+    history, and the timesteps it must be run over from there to the end."""
+    from diffusers import PNDMScheduler
+
+    resumed = copy.deepcopy(scheduler)
+    timesteps = scheduler.timesteps[index:]
+    if hasattr(resumed, "set_begin_index"):
+        resumed.set_begin_index(index)
+    if isinstance(resumed, PNDMScheduler):
+        # PLMS starts with a predictor step that a second call at the next timestep corrects; its own
+        # schedule repeats that timestep once, and a restart needs the same repeat (else it runs one
+        # timestep ahead of its samples).
+        timesteps = torch.unique_consecutive(timesteps)
+        timesteps = torch.cat([timesteps[:2], timesteps[1:]])
+    return resumed, timesteps

@@ -9,10 +9,11 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
@@ -33,7 +34,8 @@ from ..generate import (
     step_kwargs,
 )
 from ..motion import motion_field, reference_warp_latents, translate_latents
-from ..schedule import alpha_bar_at, forward_jump, t0_t1_indices
+from ..schedule import alpha_bar_at, forward_jump, reject_unresumable, resume_at, t0_t1_indices
+from ..smoothing import blend_backgrounds, latent_masks, saliency_masks
 
 
 def check_prompts(prompt: Any, negative_prompt: Any) -> tuple[list[str], list[str]]:
@@ -55,17 +57,26 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_
                   generator: torch.Generator | list[torch.Generator] | None = None,
                   motion: tuple[float, float] = (12.0, 12.0), t0: int = 881, t1: int = 941,
                   chunk_size: int | None = None, cross_frame: bool = True, compat: str = "t2vzero",
+                  background_smoothing: float | None = None,
+                  foreground_masks: Callable[[np.ndarray], np.ndarray] | None = None,
                   progress: bool = True) -> VideoOutput:
     """Generate `num_videos_per_prompt` videos of `video_length` frames for each prompt.
 
     `components` holds unet, vae, text_encoder, tokenizer and scheduler (diffusers objects).
     `compat="diffusers"` reproduces diffusers' deprecated TextToVideoZeroPipeline (its warp grid and
     its forward-noise product); the default mode uses the exact ᾱ(t1)/ᾱ(t0) and pixel-centred shifts.
+    `background_smoothing` = α (paper: 0.6) runs the paper's optional smoothing: a second pass from t1
+    in which each frame's background moves towards frame 1's; `foreground_masks` maps (F, H, W, 3)
+    uint8 frames to (F, H, W) foreground masks (default: `t2vzero.smoothing.saliency_masks`).
     """
     prompts, negatives = check_prompts(prompt, negative_prompt)
     check_video_args(video_length=video_length, height=height, width=width, num_inference_steps=num_inference_steps,
                      chunk_size=chunk_size, num_videos_per_prompt=num_videos_per_prompt, compat=compat)
     video_length = int(video_length)
+    if background_smoothing is not None:
+        if compat != "t2vzero" or not 0.0 <= float(background_smoothing) <= 1.0:
+            raise UserError(f"background smoothing needs 0 <= alpha <= 1 (paper: 0.6) and compat='t2vzero', got "
+                            f"alpha={background_smoothing}, compat={compat!r}")
     unet, vae, scheduler = components["unet"], components["vae"], copy.deepcopy(components["scheduler"])
     device, dtype = unet.device, unet.dtype
 
@@ -110,7 +121,8 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_
         return step_kwargs(scheduler, [copy.deepcopy(g) for g in picked], eta)
 
     chunks = chunk_frame_ids(video_length, chunk_size)
-    total = i0 + len(after_t1) * len(chunks)
+    passes = 1 if background_smoothing is None else 2
+    total = i0 + len(after_t1) * len(chunks) * passes
     bar = tqdm(total=total, disable=not progress, desc="denoising", unit="step", leave=False)
     with cross_frame_attention(unet, enabled=cross_frame) as processor:
         predict = Guidance(unet, embeds, cfg_combine(guidance_scale), processor)
@@ -120,13 +132,49 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_
         if at_t1 is None:
             at_t1 = copy.deepcopy(scheduler)
         x_t0 = denoise(x_t1, timesteps[i1:i0], scheduler, predict, [0], extra_step_kwargs=before, progress=bar)
-        frames = denoise_chunks(
-            chunks, lambda ids: latents_at_t1(x_t1, x_t0, eps, ids, motion, (width, height), scheduler, jump,
-                                              compat).flatten(0, 1),
-            after_t1, at_t1, predict, vae, videos=videos, num_frames=video_length,
-            step_kwargs_for=step_args, progress=bar)
+        def all_frames(after_step_for: Any = None) -> np.ndarray:
+            return denoise_chunks(
+                chunks, lambda ids: latents_at_t1(x_t1, x_t0, eps, ids, motion, (width, height), scheduler, jump,
+                                                  compat).flatten(0, 1),
+                after_t1, at_t1, predict, vae, videos=videos, num_frames=video_length,
+                step_kwargs_for=step_args, after_step_for=after_step_for, progress=bar)
+
+        frames = all_frames()
+        if background_smoothing is not None:
+            # The second pass replays the first exactly (same noise, same frame 1) but for the blending.
+            masks = _foreground(frames, foreground_masks or saliency_masks, latent_shape[1:])
+            frames = all_frames(lambda ids: _smoother(ids, masks, motion, (width, height), videos,
+                                                      float(background_smoothing)))
     bar.close()
     return VideoOutput(frames=frames)
+
+
+def _foreground(frames: np.ndarray, mask_fn: Callable[[np.ndarray], np.ndarray],
+                latent_size: tuple[int, int]) -> torch.Tensor:
+    """(videos, F, 1, h, w) latent foreground masks of decoded (videos, F, H, W, 3) frames."""
+    per_video = []
+    for video in frames:
+        masks = np.asarray(mask_fn((video * 255).round().clip(0, 255).astype(np.uint8)))
+        if masks.shape != video.shape[:3]:
+            raise UserError(f"the foreground mask function returned shape {masks.shape}, not {video.shape[:3]}")
+        per_video.append(latent_masks(masks, latent_size))
+    return torch.stack(per_video)
+
+
+def _smoother(ids: Sequence[int], masks: torch.Tensor, motion: tuple[float, float], size: tuple[int, int],
+              videos: int, alpha: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The per-step background blend for one chunk (frame 1 leads every chunk)."""
+    chunk_masks = masks[:, list(ids)]
+
+    def after_step(latents: torch.Tensor) -> torch.Tensor:
+        stack = latents.view(videos, len(ids), *latents.shape[1:])
+        latent_size = (stack.shape[-1], stack.shape[-2])
+        shifts = motion_field(ids, motion, size) * torch.tensor(latent_size, dtype=torch.float64) \
+            / torch.tensor(size, dtype=torch.float64)
+        blended = [blend_backgrounds(stack[v], stack[v, 0], chunk_masks[v], shifts, alpha) for v in range(videos)]
+        return torch.stack(blended).flatten(0, 1)
+
+    return after_step
 
 
 @dataclass(frozen=True)
@@ -136,32 +184,6 @@ class Jump:
     t0: int
     t1: int
     alpha_bars: tuple[float, float]
-
-
-def reject_unresumable(scheduler: Any) -> None:
-    """Frames 2..N start at t1, mid-schedule; PNDM's Runge-Kutta warm-up indexes its own step counter."""
-    if getattr(scheduler.config, "skip_prk_steps", True) is False:
-        raise UserError("text-to-video cannot use PNDM with Runge-Kutta warm-up steps (skip_prk_steps=False): "
-                        "frames 2..N start mid-schedule; use skip_prk_steps=True (Stable Diffusion's PNDM "
-                        "config) or DDIM")
-
-
-def resume_at(scheduler: Any, index: int) -> tuple[Any, torch.Tensor]:
-    """A copy of `scheduler` (timesteps set, no step taken yet) that starts at step `index` with no
-    history, and the timesteps it must be run over from there to the end."""
-    from diffusers import PNDMScheduler
-
-    resumed = copy.deepcopy(scheduler)
-    timesteps = scheduler.timesteps[index:]
-    if hasattr(resumed, "set_begin_index"):
-        resumed.set_begin_index(index)
-    if isinstance(resumed, PNDMScheduler):
-        # PLMS starts with a predictor step that a second call at the next timestep corrects; its own
-        # schedule repeats that timestep once, and a restart needs the same repeat (else it runs one
-        # timestep ahead of its samples).
-        timesteps = torch.unique_consecutive(timesteps)
-        timesteps = torch.cat([timesteps[:2], timesteps[1:]])
-    return resumed, timesteps
 
 
 def latents_at_t1(x_t1: torch.Tensor, x_t0: torch.Tensor, eps: torch.Tensor, ids: Sequence[int],
