@@ -111,15 +111,16 @@ def build(runner: Runner) -> Any:
         return run
 
     def text_to_video(model, prompt, negative, frames, steps, guidance, seed, width, height, dx, dy, t0, t1,
-                      chunk, no_cfa, no_motion, fps, compat, lora, lora_scale):
+                      chunk, no_cfa, no_motion, smoothing, fps, compat, lora, lora_scale):
         pipe = runner.pipe(model, lora, lora_scale)
         result = pipe(prompt, negative_prompt=negative, video_length=int(frames),
                       num_inference_steps=int(steps) or None,
                       guidance_scale=guidance or None, generator=torch.Generator().manual_seed(int(seed)),
                       width=int(width) or None, height=int(height) or None,
                       motion=(0.0, 0.0) if no_motion else ((dx, dy) if dx is not None and dy is not None else None),
-                      t0=int(t0), t1=int(t1), chunk_size=int(chunk) or None, cross_frame_attention=not no_cfa,
-                      compat=compat)
+                      t0=None if t0 is None else int(t0), t1=None if t1 is None else int(t1),
+                      chunk_size=int(chunk) or None, cross_frame_attention=not no_cfa, compat=compat,
+                      background_smoothing=float(smoothing) or None)
         return runner.save(result, [], float(fps))
 
     def control(upload, model, controlnet, condition, prompt, negative, steps, guidance, scale, seed, every,
@@ -183,17 +184,18 @@ def build(runner: Runner) -> Any:
                 height = gr.Number(value=0, precision=0, label="height (0: the model's)")
                 dx = gr.Number(value=None, label="motion δx (empty: the model's, else 12)")
                 dy = gr.Number(value=None, label="motion δy (empty: the model's, else 12)")
-                t0 = gr.Number(value=881, precision=0, label="t0")
-                t1 = gr.Number(value=941, precision=0, label="t1")
+                t0 = gr.Number(value=None, precision=0, label="t0 (empty: the model's, else 881)")
+                t1 = gr.Number(value=None, precision=0, label="t1 (empty: the model's, else 941)")
                 chunk = gr.Number(value=0, precision=0, label="chunk size (0: whole video)")
                 no_cfa = gr.Checkbox(label="no cross-frame attention (ablation)")
                 no_motion = gr.Checkbox(label="no motion (ablation)")
+                smoothing = gr.Slider(0, 1, value=0, step=0.05, label="background smoothing α (0: off; paper: 0.6)")
                 fps = gr.Number(value=4, label="fps")
                 shared = shared_options(video=False)
             go = gr.Button("Generate", variant="primary", elem_id="t2v-generate")
             out = outputs()
             inputs = [model, prompt, negative, frames, steps, guidance, seed, width, height, dx, dy, t0, t1, chunk,
-                      no_cfa, no_motion, fps, *shared]
+                      no_cfa, no_motion, smoothing, fps, *shared]
             go.click(guarded(text_to_video), inputs, out)
             gr.Examples([[BUILT_IN, p] for p in ("a red circle on a blue background",
                                                  "a yellow triangle on a purple background",
