@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 from .errors import UserError
 
 COMPAT_MODES = ("t2vzero", "diffusers")
 MAX_SIDE = 4096  # far beyond what SD-class models draw; larger sizes only exhaust memory
+
+
+def check_finite(values: dict[str, float | None]) -> None:
+    """Guidance scales, motion and the like: NaN or infinity would silently give NaN frames."""
+    for name, value in values.items():
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"{name} must be a finite number, got {value}")
 
 
 def check_video_args(*, video_length: int, height: int, width: int, num_inference_steps: int,

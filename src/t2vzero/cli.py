@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from .checks import check_finite
 from .errors import UserError
 
 
@@ -27,13 +28,6 @@ def parse_pair(text: str, sep: str, what: str, cast: Any = float) -> tuple[Any, 
     if not all(math.isfinite(v) for v in pair):
         raise UserError(f"{what} {text!r} must be two finite numbers, e.g. {example}")
     return pair
-
-
-def check_finite(**values: float | None) -> None:
-    """Guidance scales and the like: NaN or infinity would silently give NaN frames."""
-    for name, value in values.items():
-        if value is not None and not math.isfinite(value):
-            raise UserError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
 
 
 SEED = click.IntRange(-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
@@ -103,7 +97,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
         raise UserError("--motion and --no-motion contradict each other; give one of them")
     delta = (0.0, 0.0) if no_motion else (parse_pair(motion, ",", "motion") if motion else None)
     check_fps(fps)
-    check_finite(guidance=guidance)
+    check_finite({"--guidance": guidance})
     _check_single_file_config(model, model_config)
     for spec in lora:
         parse_lora(spec)
@@ -223,7 +217,7 @@ def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditi
     check_prompt_text(prompt)
     if steps < 1:
         raise UserError(f"steps must be at least 1 (got {steps}); e.g. --steps 20")
-    check_finite(guidance=guidance)
+    check_finite({"--guidance": guidance})
     for spec in controlnets:
         parse_lora(spec)  # MODEL[:SCALE] reads like a LoRA spec
     for kind in conditions:
@@ -275,7 +269,7 @@ def edit(input_video: str, instruction: str, steps: int, guidance: float, image_
     check_prompt_text(instruction)
     if steps < 1:
         raise UserError(f"steps must be at least 1 (got {steps}); e.g. --steps 50")
-    check_finite(guidance=guidance, image_guidance=image_guidance)
+    check_finite({"--guidance": guidance, "--image-guidance": image_guidance})
     frames, fps = _load_clip(input_video, o)
     _quiet_libraries()
     import torch

@@ -19,7 +19,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from ..attention import cross_frame_attention
-from ..checks import check_video_args
+from ..checks import check_finite, check_video_args
 from ..errors import UserError
 from ..generate import (
     Guidance,
@@ -73,6 +73,7 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_
     check_video_args(video_length=video_length, height=height, width=width, num_inference_steps=num_inference_steps,
                      chunk_size=chunk_size, num_videos_per_prompt=num_videos_per_prompt, compat=compat)
     video_length = int(video_length)
+    check_finite({"guidance_scale": guidance_scale, "eta": eta, "motion dx": motion[0], "motion dy": motion[1]})
     if background_smoothing is not None:
         if compat != "t2vzero" or not 0.0 <= float(background_smoothing) <= 1.0:
             raise UserError(f"background smoothing needs 0 <= alpha <= 1 (paper: 0.6) and compat='t2vzero', got "

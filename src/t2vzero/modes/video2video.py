@@ -18,7 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from ..attention import cross_frame_attention
-from ..checks import check_video_args
+from ..checks import check_finite, check_video_args
 from ..errors import UserError
 from ..generate import (
     Guidance,
@@ -87,7 +87,7 @@ def check_frames(frames: Any, what: str, factor: int) -> np.ndarray:
 
 
 def _check_run_args(prompt: Any, negative_prompt: Any, num_inference_steps: int, chunk_size: int | None,
-                    compat: str, **scales: float) -> tuple[str, str]:
+                    compat: str, scales: dict[str, float]) -> tuple[str, str]:
     """What text-to-video checks too: one prompt, steps, chunking, compat mode, finite guidance."""
     from .text2video import check_prompts
 
@@ -96,9 +96,7 @@ def _check_run_args(prompt: Any, negative_prompt: Any, num_inference_steps: int,
     prompts, negatives = check_prompts(prompt, negative_prompt)
     check_video_args(video_length=1, height=8, width=8, num_inference_steps=num_inference_steps,
                      chunk_size=chunk_size, num_videos_per_prompt=1, compat=compat)
-    for name, value in scales.items():
-        if not math.isfinite(value):
-            raise UserError(f"{name} must be a finite number, got {value}")
+    check_finite(scales)
     return prompts[0], negatives[0]
 
 
@@ -113,7 +111,7 @@ def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[
     `conditions` holds one (F, H, W, 3) uint8 video of condition maps per ControlNet.
     """
     prompt, negative_prompt = _check_run_args(prompt, negative_prompt, num_inference_steps, chunk_size, compat,
-                                              guidance_scale=guidance_scale)
+                                              {"guidance_scale": guidance_scale})
     if not isinstance(controlnets, list | tuple):
         controlnets = [controlnets]
     if isinstance(conditions, np.ndarray) and conditions.ndim == 4:
@@ -176,8 +174,8 @@ def edit_video(components: dict[str, Any], instruction: str, frames: np.ndarray,
     every frame from one shared noise; `compat="diffusers"` draws one per frame, as diffusers' recipe.
     """
     instruction, negative_prompt = _check_run_args(instruction, negative_prompt, num_inference_steps, chunk_size,
-                                                   compat, guidance_scale=guidance_scale,
-                                                   image_guidance_scale=image_guidance_scale)
+                                                   compat, {"guidance_scale": guidance_scale,
+                                                            "image_guidance_scale": image_guidance_scale})
     unet, vae = components["unet"], components["vae"]
     frames = check_frames(frames, "frames", 2 ** (len(vae.config.block_out_channels) - 1))
     latent_channels = vae.config.latent_channels
