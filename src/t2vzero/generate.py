@@ -144,6 +144,11 @@ def encode_prompts(tokenizer: Any, text_encoder: Any, prompts: Sequence[str], de
     return text_encoder(ids.input_ids.to(device), attention_mask=mask)[0]
 
 
+def vae_factor(vae: Any) -> int:
+    """Pixels per latent pixel: each VAE block but the last halves the size (8 for Stable Diffusion)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 def decode_latents(vae: Any, latents: torch.Tensor, batch_size: int = 8) -> np.ndarray:
     """VAE-decode (N, C, h, w) latents in batches; returns (N, H, W, 3) float32 in [0, 1]."""
     images = []

@@ -26,6 +26,13 @@ def motion_field(frame_ids: Sequence[int], strength: tuple[float, float], size: 
     return k * scale
 
 
+def latent_shifts(frame_ids: Sequence[int], strength: tuple[float, float], size: tuple[int, int],
+                  latent_size: tuple[int, int]) -> torch.Tensor:
+    """`motion_field` in latent pixels of a (width, height) = `latent_size` latent: (len(frame_ids), 2)."""
+    per_pixel = torch.tensor(latent_size, dtype=torch.float64) / torch.tensor(size, dtype=torch.float64)
+    return motion_field(frame_ids, strength, size) * per_pixel
+
+
 def _reflect(index: torch.Tensor, n: int) -> torch.Tensor:
     """Mirror indices into [0, n) about the outer pixel edges (grid_sample's 'reflection' padding)."""
     period = 2 * n

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .generate import VideoOutput
+from .generate import VideoOutput, vae_factor
 
 PAPER_DEFAULTS: dict[str, Any] = {
     "num_inference_steps": 50, "guidance_scale": 7.5, "video_length": 8, "motion": (12.0, 12.0),
@@ -46,7 +46,7 @@ class TextToVideoZero:
     def native_size(self) -> tuple[int, int]:
         """(height, width): the model's own default size, else the UNet's sample size × the VAE factor."""
         unet, vae = self.components["unet"], self.components["vae"]
-        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        factor = vae_factor(vae)
         size = unet.config.sample_size  # an int, or (height, width)
         h, w = (size, size) if isinstance(size, int) else size
         return int(self.defaults.get("height", h * factor)), int(self.defaults.get("width", w * factor))

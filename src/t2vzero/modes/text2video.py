@@ -32,8 +32,9 @@ from ..generate import (
     encode_prompts,
     frame_generators,
     step_kwargs,
+    vae_factor,
 )
-from ..motion import motion_field, reference_warp_latents, translate_latents
+from ..motion import latent_shifts, reference_warp_latents, translate_latents
 from ..schedule import alpha_bar_at, forward_jump, reject_unresumable, resume_at, t0_t1_indices
 from ..smoothing import blend_backgrounds, latent_masks, saliency_masks
 
@@ -101,7 +102,7 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_
     videos = embeds.shape[1]
     check_generator(generator, videos)
 
-    vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    vae_scale = vae_factor(vae)
     if height % vae_scale or width % vae_scale:
         raise UserError(f"size {width}x{height} must be a multiple of {vae_scale}, this VAE's downsampling factor")
     latent_shape = (unet.config.in_channels, height // vae_scale, width // vae_scale)
@@ -133,6 +134,7 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_
         if at_t1 is None:
             at_t1 = copy.deepcopy(scheduler)
         x_t0 = denoise(x_t1, timesteps[i1:i0], scheduler, predict, [0], extra_step_kwargs=before, progress=bar)
+
         def all_frames(after_step_for: Any = None) -> np.ndarray:
             return denoise_chunks(
                 chunks, lambda ids: latents_at_t1(x_t1, x_t0, eps, ids, motion, (width, height), scheduler, jump,
@@ -154,8 +156,8 @@ def _foreground(frames: np.ndarray, mask_fn: Callable[[np.ndarray], np.ndarray],
                 latent_size: tuple[int, int]) -> torch.Tensor:
     """(videos, F, 1, h, w) latent foreground masks of decoded (videos, F, H, W, 3) frames."""
     per_video = []
-    for video in frames:
-        masks = np.asarray(mask_fn((video * 255).round().clip(0, 255).astype(np.uint8)))
+    for video in VideoOutput(frames=frames).uint8():
+        masks = np.asarray(mask_fn(video))
         if masks.shape != video.shape[:3]:
             raise UserError(f"the foreground mask function returned shape {masks.shape}, not {video.shape[:3]}")
         per_video.append(latent_masks(masks, latent_size))
@@ -170,8 +172,7 @@ def _smoother(ids: Sequence[int], masks: torch.Tensor, motion: tuple[float, floa
     def after_step(latents: torch.Tensor) -> torch.Tensor:
         stack = latents.view(videos, len(ids), *latents.shape[1:])
         latent_size = (stack.shape[-1], stack.shape[-2])
-        shifts = motion_field(ids, motion, size) * torch.tensor(latent_size, dtype=torch.float64) \
-            / torch.tensor(size, dtype=torch.float64)
+        shifts = latent_shifts(ids, motion, size, latent_size)
         blended = [blend_backgrounds(stack[v], stack[v, 0], chunk_masks[v], shifts, alpha) for v in range(videos)]
         return torch.stack(blended).flatten(0, 1)
 
@@ -201,8 +202,7 @@ def latents_at_t1(x_t1: torch.Tensor, x_t0: torch.Tensor, eps: torch.Tensor, ids
                                 for v in range(videos)])
         else:
             latent_size = (x_t0.shape[-1], x_t0.shape[-2])
-            shifts = motion_field(others, motion, size) * torch.tensor(latent_size, dtype=torch.float64) \
-                / torch.tensor(size, dtype=torch.float64)
+            shifts = latent_shifts(others, motion, size, latent_size)
             warped = translate_latents(copies, shifts.repeat(videos, 1))
         noise = eps[:, [k - 1 for k in others]].flatten(0, 1)
         # Schedulers whose initial noise is scaled beyond 1 keep latents in sigma space (Euler, LMS...).

@@ -30,6 +30,7 @@ from ..generate import (
     encode_prompts,
     frame_generators,
     step_kwargs,
+    vae_factor,
 )
 
 
@@ -124,7 +125,7 @@ def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[
     if len(scales) != len(controlnets) or not all(math.isfinite(x) for x in scales):
         raise UserError(f"give one finite scale per ControlNet ({len(controlnets)} ControlNets, scales {scales})")
     unet, vae = components["unet"], components["vae"]
-    vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    vae_scale = vae_factor(vae)
     conditions = [check_frames(c, f"condition video {i}", vae_scale) for i, c in enumerate(conditions, 1)]
     num_frames, height, width = conditions[0].shape[:3]
     for c in conditions[1:]:
@@ -177,7 +178,7 @@ def edit_video(components: dict[str, Any], instruction: str, frames: np.ndarray,
                                                    compat, {"guidance_scale": guidance_scale,
                                                             "image_guidance_scale": image_guidance_scale})
     unet, vae = components["unet"], components["vae"]
-    frames = check_frames(frames, "frames", 2 ** (len(vae.config.block_out_channels) - 1))
+    frames = check_frames(frames, "frames", vae_factor(vae))
     latent_channels = vae.config.latent_channels
     if unet.config.in_channels != 2 * latent_channels:
         raise UserError(f"the edit checkpoint's UNet takes {unet.config.in_channels} input channels, not "
