@@ -21,10 +21,46 @@ def test_a_non_empty_output_folder_is_refused_unless_overwrite(tmp_path):
     out = tmp_path / "model"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    refused = train(out)
-    assert refused.returncode == 2 and "--overwrite" in refused.stderr and "Traceback" not in refused.stderr
-    assert (out / "keep.txt").read_text() == "mine"
+    for extra in ((), ("--overwrite",)):  # --overwrite replaces a model, never an arbitrary folder
+        refused = train(out, *extra)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    assert train(out).returncode == 0  # an empty folder is fine
+    (out / "keep.txt").write_text("mine")
+    assert train(out).returncode == 2 and (out / "keep.txt").exists()
     assert train(out, "--overwrite").returncode == 0 and not (out / "keep.txt").exists()
+    assert (out / "model_index.json").is_file() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_bad_options_and_output_paths_are_one_line_errors(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for out, extra, match in ((tmp_path / "m", ("--ae-steps", "0"), "--ae-steps"),
+                              (tmp_path / "m", ("--unet-minutes", "-1"), "--unet-minutes"),
+                              (tmp_path / "m", ("--pool", "0"), "--pool"),
+                              (a_file, (), "is a file"),
+                              (a_file / "sub", (), "cannot create")):
+        run = train(out, *extra)
+        assert run.returncode == 2 and match in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_ctrl_c_leaves_no_model_and_names_the_partial_folder(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "model"
+    args = [sys.executable, "-m", "t2vzero.default_model.train", "--out", str(out), *TINY, "--ae-steps", "100000"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith(".model.partial") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # inside the VAE phase
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "training interrupted" in err and "Traceback" not in err, err
+    assert not out.exists()
 
 
 def test_a_short_run_writes_a_loadable_model_reproducibly(tmp_path):

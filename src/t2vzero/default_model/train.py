@@ -24,7 +24,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -334,34 +336,72 @@ def _version(name: str) -> str:
     return version(name)
 
 
+def _number(cast: Any, low: float, strict: bool = False) -> Any:
+    """An argparse type: `cast` of the text, at least `low` (above it when `strict`)."""
+    def parse(text: str) -> Any:
+        value = cast(text)
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {text}")
+        return value
+
+    return parse
+
+
+STEPS, COUNT, POSITIVE = _number(int, 1), _number(int, 1), _number(float, 0, strict=True)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="model directory to create")
-    p.add_argument("--dec-steps", type=int, default=1200, help="decoder-only steps after the VAE phase (0: none)")
-    p.add_argument("--dec-minutes", type=float, default=10.0, help="wall-clock cap of the decoder phase")
-    p.add_argument("--dec-lr", type=float, default=3e-4)
+    p.add_argument("--dec-steps", type=_number(int, 0), default=1200,
+                   help="decoder-only steps after the VAE phase (0: none)")
+    p.add_argument("--dec-minutes", type=POSITIVE, default=10.0, help="wall-clock cap of the decoder phase")
+    p.add_argument("--dec-lr", type=POSITIVE, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    p.add_argument("--ae-steps", type=int, default=2200)
-    p.add_argument("--ae-minutes", type=float, default=24.0, help="wall-clock cap of the VAE phase")
-    p.add_argument("--ae-batch", type=int, default=32)
-    p.add_argument("--unet-steps", type=int, default=5400)
-    p.add_argument("--unet-minutes", type=float, default=53.0, help="wall-clock cap of the UNet phase")
-    p.add_argument("--unet-batch", type=int, default=64)
-    p.add_argument("--pool", type=int, default=32768, help="number of encoded images the UNet trains on")
+    p.add_argument("--ae-steps", type=STEPS, default=2200)
+    p.add_argument("--ae-minutes", type=POSITIVE, default=24.0, help="wall-clock cap of the VAE phase")
+    p.add_argument("--ae-batch", type=COUNT, default=32)
+    p.add_argument("--unet-steps", type=STEPS, default=5400)
+    p.add_argument("--unet-minutes", type=POSITIVE, default=53.0, help="wall-clock cap of the UNet phase")
+    p.add_argument("--unet-batch", type=COUNT, default=64)
+    p.add_argument("--pool", type=COUNT, default=32768, help="number of encoded images the UNet trains on")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage dtype")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=COUNT, default=2)
     return p.parse_args(argv)
+
+
+def _output_problem(out: Path, overwrite: bool) -> str | None:
+    """Why `out` cannot receive a model, or None. Only an empty folder or an earlier model is replaced."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file; give a directory path"
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            return f"{out} exists and is not empty (use --overwrite to replace a model there)"
+        if not (out / "model_index.json").is_file():
+            return f"{out} is not a model folder (no model_index.json); --overwrite only replaces a model"
+    return None
+
+
+def _replace(stage: Path, out: Path) -> None:
+    """Put the finished model at `out`; an earlier one is moved aside first and deleted only after, so
+    an interruption at any point leaves one complete model in place or beside it."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    stage.rename(out)  # atomic on one filesystem: the model appears complete or not at all
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Train and save; returns the process exit code."""
     args = parse_args(argv)
     out: Path = args.out.resolve()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        print(f"error: {out} exists and is not empty (use --overwrite)", file=sys.stderr)
+    problem = _output_problem(out, args.overwrite)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTokenizer
@@ -369,11 +409,19 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t_start = time.monotonic()
-    out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
-    (stage / "checkpoints").mkdir(parents=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(stage, ignore_errors=True)
+        (stage / "checkpoints").mkdir(parents=True)
+    except OSError as exc:
+        print(f"error: cannot create {stage} ({exc.strerror or exc}); choose a writable --out", file=sys.stderr)
+        return 2
     log = LossLog(stage / "train_log.jsonl")
+    # `kill` (SIGTERM) ends the run like Ctrl-C: the partial folder is named, nothing lands at --out.
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         vae = build_vae()
         stats: dict[str, Any] = {}
@@ -416,13 +464,22 @@ def main(argv: list[str] | None = None) -> int:
         (stage / "t2vzero.json").write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
         (stage / "README.md").write_text(model_card(args, stats, scaling, counts), encoding="utf-8")
         shutil.rmtree(stage / "checkpoints")
-        if out.exists():
-            shutil.rmtree(out)
-        stage.rename(out)  # atomic on one filesystem: the model appears complete or not at all
+        late = _output_problem(out, args.overwrite)  # someone may have written there meanwhile
+        if late:
+            print(f"error: {late}; the trained model is in {stage}", file=sys.stderr)
+            return 2
+        _replace(stage, out)
+    except KeyboardInterrupt:
+        log.close()
+        print(f"\ntraining interrupted; partial files left in {stage}", file=sys.stderr)
+        return 130
     except BaseException:
         log.close()
-        print(f"training interrupted; partial files left in {stage}", file=sys.stderr)
+        print(f"training failed; partial files left in {stage}", file=sys.stderr)
         raise
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
     print(f"saved {out} in {(time.monotonic() - t_start) / 60:.1f} min")
     return 0
 
