@@ -97,6 +97,9 @@ def test_alpha_bar_comes_from_the_schedulers_own_sigmas():
     karras.set_timesteps(10)
     sigma = float(karras.sigmas[4])
     assert alpha_bar_at(karras, 4) == pytest.approx(1 / (1 + sigma**2))
+    kdpm2 = make(KDPM2DiscreteScheduler, use_karras_sigmas=True)  # keeps interleaved sigmas, aligned at steps
+    kdpm2.set_timesteps(10)
+    assert alpha_bar_at(kdpm2, 4) == pytest.approx(1 / (1 + float(kdpm2.sigmas[4]) ** 2))
     # The jump in sigma space adds exactly sqrt(σ1² − σ0²) of noise.
     x, noise = torch.zeros(1, 4, 2, 2), torch.ones(1, 4, 2, 2)
     a0, a1 = alpha_bar_at(karras, 6), alpha_bar_at(karras, 4)
@@ -158,11 +161,48 @@ def test_frames_after_t1_follow_their_own_latents(parts, cls):
 
 def test_pndm_with_runge_kutta_warm_up_is_refused(parts):
     pipe = with_scheduler(parts, PNDMScheduler, skip_prk_steps=False)
-    with pytest.raises(UserError, match="skip_prk_steps"):
-        pipe("a red circle", **KW)
+    for compat in ("t2vzero", "diffusers"):
+        with pytest.raises(UserError, match="skip_prk_steps"):
+            pipe("a red circle", compat=compat, **KW)
 
 
 def test_a_generator_list_must_have_one_per_video(parts):
     pipe = TextToVideoZero(**parts)
     with pytest.raises(UserError, match="one per video"):
         pipe(["a", "b"], generator=[torch.Generator().manual_seed(0)] * 3, **KW)
+
+
+@pytest.mark.parametrize("cls", [DPMSolverMultistepScheduler, UniPCMultistepScheduler, PNDMScheduler])
+def test_one_frame_is_the_schedulers_own_text_to_image(parts, cls, latent_output):
+    from diffusers import StableDiffusionPipeline
+
+    sd = StableDiffusionPipeline(**{**parts, "scheduler": make(cls)}, safety_checker=None, feature_extractor=None,
+                                 requires_safety_checker=False)
+    sd.set_progress_bar_config(disable=True)
+    ref = sd("a red circle", height=64, width=64, num_inference_steps=8, generator=torch.Generator().manual_seed(4),
+             output_type="latent").images.permute(0, 2, 3, 1).numpy()
+    ours = with_scheduler(parts, cls)("a red circle", generator=torch.Generator().manual_seed(4),
+                                      **{**KW, "video_length": 1}).frames[0]
+    assert np.abs(ours - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_a_deterministic_run_advances_the_generator_only_by_its_noise(parts):
+    generator = torch.Generator().manual_seed(7)
+    TextToVideoZero(**parts)("a red circle", generator=generator, **KW)
+    expected = torch.Generator().manual_seed(7)
+    torch.randn((1, 4, 8, 8), generator=expected)  # x_T
+    torch.randn((1, KW["video_length"] - 1, 4, 8, 8), generator=expected)  # the forward noise of frames 2..N
+    assert torch.equal(generator.get_state(), expected.get_state())
+
+
+def test_frame_one_does_not_depend_on_the_number_of_frames_with_step_noise(parts, latent_output):
+    pipe = with_scheduler(parts, DDIMScheduler)
+    three, five = (pipe("a red circle", generator=torch.Generator().manual_seed(2), eta=1.0,
+                        **{**KW, "video_length": n}).frames[0] for n in (3, 5))
+    assert np.abs(three[0] - five[0]).max() <= 1e-5 * np.abs(five[0]).max()
+
+
+def test_compat_mode_takes_one_generator_like_the_reference(parts):
+    pipe = TextToVideoZero(**parts)
+    with pytest.raises(UserError, match="one generator"):
+        pipe(["a", "b"], compat="diffusers", generator=[torch.Generator().manual_seed(i) for i in range(2)], **KW)

@@ -99,14 +99,28 @@ def frame_generators(generator: Any, videos: int, streams: int) -> list[list[tor
 
     Stochastic schedulers (DDIM with eta > 0, ancestral samplers) draw step noise for a whole batch;
     giving each (video, frame) its own stream makes that noise independent of how frames are batched,
-    so chunked and unchunked runs agree.
+    so chunked and unchunked runs agree. The seed is read from a copy of the generator's state, so the
+    caller's generator is not advanced (a deterministic run leaves it where it would be anyway).
     """
-    gens = list(generator) if isinstance(generator, list | tuple) else [generator] * videos
+    shared = not isinstance(generator, list | tuple)
+    gens = [generator] * videos if shared else list(generator)
     out = []
-    for g in gens:
-        base = int(torch.randint(0, 2**62, (1,), generator=g, device=g.device if g is not None else "cpu"))
+    for v, g in enumerate(gens):
+        base = _peek_seed(g) + (v * streams if shared else 0)  # one shared generator: distinct streams per video
         out.append([torch.Generator().manual_seed(base + k) for k in range(streams)])
     return out
+
+
+def _peek_seed(generator: torch.Generator | None) -> int:
+    """A seed drawn from `generator` (None: the global RNG) without advancing it."""
+    if generator is None:
+        state = torch.random.get_rng_state()
+        seed = int(torch.randint(0, 2**62, (1,)))
+        torch.random.set_rng_state(state)
+        return seed
+    probe = torch.Generator(device=generator.device)
+    probe.set_state(generator.get_state())
+    return int(torch.randint(0, 2**62, (1,), generator=probe, device=generator.device))
 
 
 def denoise(latents: torch.Tensor, timesteps: torch.Tensor, scheduler: Any, predict: Guidance,

@@ -49,7 +49,7 @@ def alpha_bar_at(scheduler: Any, index: int) -> float:
     float timesteps), else from ᾱ at the integer timestep.
     """
     sigmas = getattr(scheduler, "sigmas", None)
-    if sigmas is not None and len(sigmas) == len(scheduler.timesteps) + 1:
+    if sigmas is not None and len(sigmas) > len(scheduler.timesteps):  # KDPM2 keeps more, aligned at its steps
         sigma = float(sigmas[index])
         return 1.0 / (1.0 + sigma * sigma)
     return float(scheduler.alphas_cumprod[int(scheduler.timesteps[index])])
@@ -84,7 +84,8 @@ def forward_jump(x_t0: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.
 
 
 def reject_unresumable(scheduler: Any) -> None:
-    """Frames 2..N start at t1, mid-schedule; PNDM's Runge-Kutta warm-up indexes its own step counter."""
+    """Frames 2..N start at t1, mid-schedule; PNDM's Runge-Kutta warm-up indexes its own step counter
+    and keeps frame 1's samples, so it can neither restart there nor carry on with more frames."""
     if getattr(scheduler.config, "skip_prk_steps", True) is False:
         raise UserError("text-to-video cannot use PNDM with Runge-Kutta warm-up steps (skip_prk_steps=False): "
                         "frames 2..N start mid-schedule; use skip_prk_steps=True (Stable Diffusion's PNDM "

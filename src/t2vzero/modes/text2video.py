@@ -18,6 +18,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+from .. import generate
 from ..attention import cross_frame_attention
 from ..checks import check_finite, check_video_args
 from ..errors import UserError
@@ -82,7 +83,11 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_
     unet, vae, scheduler = components["unet"], components["vae"], copy.deepcopy(components["scheduler"])
     device, dtype = unet.device, unet.dtype
 
+    # PNDM's Runge-Kutta warm-up cannot restart at t1, nor (compat mode) carry frame 1's state to more rows.
     reject_unresumable(scheduler)
+    if compat == "diffusers" and isinstance(generator, list | tuple) and len(generator) > 1:
+        raise UserError("compat='diffusers' takes one generator, as the reference does; pass one, or use the "
+                        "default mode for a generator per video")
     scheduler.set_timesteps(num_inference_steps, device=device)
     timesteps = scheduler.timesteps
     i1, i0 = t0_t1_indices(timesteps, t0, t1, scheduler.config.num_train_timesteps, getattr(scheduler, "order", 1))
@@ -110,21 +115,25 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_
     # video the draws match the reference (x_T first, then the forward noise of frames 2..N).
     x_T = randn_tensor((videos, *latent_shape), generator=generator, device=device, dtype=dtype)
     x_T = x_T * scheduler.init_noise_sigma
+    # Step noise (eta > 0, ancestral samplers) per (video, frame) stream, so chunking cannot change it;
+    # stream 0 is frame 1's before t1, stream k + 1 frame k's after. Seeded before the forward noise is
+    # drawn (without advancing the generator), so frame 1 does not depend on the number of frames.
+    # Compat mode passes the generator on, as the reference does.
+    streams = frame_generators(generator, videos, video_length + 1) if compat == "t2vzero" else None
     eps = randn_tensor((videos, video_length - 1, *latent_shape), generator=generator, device=device,
                        dtype=dtype)
-    # Step noise (eta > 0, ancestral samplers) per (video, frame) stream, so chunking cannot change it;
-    # the last stream is frame 1's before t1. Compat mode passes the generator on, as the reference does.
-    streams = frame_generators(generator, videos, video_length + 1) if compat == "t2vzero" else None
 
     def step_args(ids: Sequence[int], *, before_t1: bool = False) -> dict[str, Any]:
         if streams is None:
             return step_kwargs(scheduler, generator, eta)
-        picked = [per[-1] for per in streams] if before_t1 else [per[k] for per in streams for k in ids]
+        picked = [per[0] for per in streams] if before_t1 else [per[k + 1] for per in streams for k in ids]
         return step_kwargs(scheduler, [copy.deepcopy(g) for g in picked], eta)
 
     chunks = chunk_frame_ids(video_length, chunk_size)
+    if video_length == 1:  # a still image: nothing to smooth, and frame 1 simply goes on as text-to-image
+        background_smoothing = None
     passes = 1 if background_smoothing is None else 2
-    total = i0 + len(after_t1) * len(chunks) * passes
+    total = len(timesteps) if video_length == 1 else i0 + len(after_t1) * len(chunks) * passes
     bar = tqdm(total=total, disable=not progress, desc="denoising", unit="step", leave=False)
     with cross_frame_attention(unet, enabled=cross_frame) as processor:
         predict = Guidance(unet, embeds, cfg_combine(guidance_scale), processor)
@@ -142,6 +151,10 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_
                 after_t1, at_t1, predict, vae, videos=videos, num_frames=video_length,
                 step_kwargs_for=step_args, after_step_for=after_step_for, progress=bar)
 
+        if video_length == 1:  # text-to-image: frame 1's own scheduler (and its history) continues to the end
+            x_0 = denoise(x_t0, timesteps[i0:], scheduler, predict, [0], extra_step_kwargs=before, progress=bar)
+            bar.close()
+            return VideoOutput(frames=generate.decode_latents(vae, x_0)[:, None])
         frames = all_frames()
         if background_smoothing is not None:
             # The second pass replays the first exactly (same noise, same frame 1) but for the blending.
