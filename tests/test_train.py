@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -80,3 +81,19 @@ def test_a_short_run_writes_a_loadable_model_reproducibly(tmp_path):
     frames = pipe("a red circle on a blue background", video_length=2, num_inference_steps=2,
                   generator=torch.Generator().manual_seed(0), progress=False).frames
     assert frames.shape == (1, 2, 64, 64, 3) and np.isfinite(frames).all()
+
+
+def test_image_evaluation_refuses_bad_input_before_any_work(tmp_path, capsys):
+    from t2vzero.default_model.evaluate_images import main
+    from t2vzero.models import DEFAULT_MODEL_DIR
+
+    model = str(DEFAULT_MODEL_DIR)
+    for argv, match in (([str(tmp_path)], "not a model folder"),
+                        ([model, "--grid", str(tmp_path / "missing" / "g.png")], "does not exist"),
+                        ([model, "--grid", str(tmp_path / "g.txt")], ".png or .jpg")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert match in err and err.count("\n") == 1, err
+    with pytest.raises(SystemExit) as exit_info:
+        main([model, "--n", "0"])
+    assert exit_info.value.code == 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import numpy as np
 
 from t2vzero.default_model.data import COLOURS, SHAPES, caption
 from t2vzero.default_model.judge import judge
+from t2vzero.errors import UserError
+from t2vzero.video import check_file_path
 
 TARGETS = {"background": 0.95, "colour": 0.90, "shape": 0.75}
 
@@ -57,10 +60,11 @@ def generate(model_dir: str | Path, prompts: list[str], *, seeds: list[int], num
 def evaluate(model_dir: str | Path, n: int = 96, seed: int = 0, num_inference_steps: int | None = None,
              guidance_scale: float | None = None, grid: str | Path | None = None) -> dict[str, Any]:
     """Generate `n` judged samples; returns the three rates (plus all-right and no-object rates)."""
+    from t2vzero.models import read_model_defaults
+
     model_dir = Path(model_dir)
-    defaults_path = model_dir / "t2vzero.json"
-    defaults = json.loads(defaults_path.read_text()) if defaults_path.exists() else {}
-    steps = num_inference_steps or defaults.get("num_inference_steps", 25)
+    defaults = read_model_defaults(model_dir)
+    steps = num_inference_steps if num_inference_steps is not None else defaults.get("num_inference_steps", 25)
     guidance = guidance_scale if guidance_scale is not None else defaults.get("guidance_scale", 6.0)
     triples = evaluation_prompts(n, seed)
     images = generate(model_dir, [caption(*t) for t in triples], seeds=[seed * 100_000 + i for i in range(n)],
@@ -90,20 +94,42 @@ def _save_grid(images: np.ndarray, path: str | Path, columns: int = 12) -> None:
         pad = np.zeros_like(rows[0])
         pad[:, : rows[-1].shape[1]] = rows[-1]
         rows[-1] = pad
-    cv2.imwrite(str(path), np.concatenate(rows, axis=0)[..., ::-1])
+    if not cv2.imwrite(str(path), np.concatenate(rows, axis=0)[..., ::-1]):
+        raise UserError(f"could not write the grid {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; exit code 0 when the targets are met, 1 otherwise."""
+    """Command-line entry point; exit code 0 when the targets are met, 1 otherwise, 2 on bad input."""
     p = argparse.ArgumentParser(description="Judge the default model's text-to-image samples.")
     p.add_argument("model_dir", type=Path)
-    p.add_argument("--n", type=int, default=96)
+    p.add_argument("--n", type=_at_least_one, default=96)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: t2vzero.json)")
+    p.add_argument("--steps", type=_at_least_one, default=None, help="DDIM steps (default: t2vzero.json)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: t2vzero.json)")
     p.add_argument("--grid", type=Path, default=None, help="also save the samples as a PNG grid")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
+    try:
+        if not (args.model_dir / "model_index.json").is_file():
+            raise UserError(f"{args.model_dir} is not a model folder (no model_index.json)")
+        if args.grid is not None:
+            if args.grid.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+                raise UserError(f"--grid {args.grid} must end in .png or .jpg")
+            check_file_path(args.grid, "--grid")
+        return _run(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.threads:
         import torch
 
