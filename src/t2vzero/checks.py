@@ -27,11 +27,16 @@ def check_video_args(*, video_length: int, height: int, width: int, num_inferenc
         raise UserError(f"size {width}x{height} must be positive multiples of 8; e.g. --size 512x512")
     if max(height, width) > MAX_SIDE:
         raise UserError(f"size {width}x{height} is larger than {MAX_SIDE} pixels a side; e.g. --size 1024x576")
+    if num_videos_per_prompt < 1:
+        raise UserError(f"videos per prompt must be at least 1, got {num_videos_per_prompt}")
+    check_run_args(num_inference_steps=num_inference_steps, chunk_size=chunk_size, compat=compat)
+
+
+def check_run_args(*, num_inference_steps: int, chunk_size: int | None, compat: str) -> None:
+    """What every mode takes: denoising steps, chunking, compat mode."""
     if num_inference_steps < 1:
         raise UserError(f"steps must be at least 1 (got {num_inference_steps}); e.g. --steps 50")
     if chunk_size is not None and chunk_size < 2:
         raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {chunk_size}")
-    if num_videos_per_prompt < 1:
-        raise UserError(f"videos per prompt must be at least 1, got {num_videos_per_prompt}")
     if compat not in COMPAT_MODES:
         raise UserError(f"unknown compat mode {compat!r}; use one of {', '.join(COMPAT_MODES)}")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
-from .checks import MAX_SIDE
+from .checks import MAX_SIDE, check_finite
 from .errors import UserError
 from .video import read_video
 
@@ -25,9 +24,7 @@ def load_clip(path: str | Path, *, start: float | None = None, end: float | None
         raise UserError(f"--every must be at least 1, got {every}")
     if max_frames is not None and max_frames < 1:
         raise UserError(f"--max-frames must be at least 1, got {max_frames}")
-    for name, value in (("--start", start), ("--end", end), ("--fps", fps)):
-        if value is not None and not math.isfinite(value):
-            raise UserError(f"{name} must be a finite number of seconds, got {value}")
+    check_finite({"--start": start, "--end": end, "--fps": fps})
     frames, src_fps = read_video(path)
     src_fps = src_fps or fps
     if start is not None or end is not None:

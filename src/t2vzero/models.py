@@ -42,13 +42,13 @@ def resolve_device(device: str | None = None) -> str:
 
     if device and device != "auto":
         try:
-            kind = torch.device(device).type
+            parsed = torch.device(device)
         except (RuntimeError, ValueError):
             raise UserError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        kind = parsed.type
         if kind == "cuda" and not torch.cuda.is_available():
             raise UserError(f"device {device} asked for, but CUDA is not available here; use --device cpu or auto")
-        if kind == "cuda" and torch.device(device).index is not None \
-                and torch.device(device).index >= torch.cuda.device_count():
+        if kind == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
             raise UserError(f"device {device} does not exist: {torch.cuda.device_count()} CUDA device(s) here")
         if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise UserError(f"device {device} asked for, but MPS is not available here; use --device cpu or auto")
@@ -170,8 +170,8 @@ def _apply_loras(pipe: Any, lora: Any, allow_pickle: bool) -> None:
         lora = [lora]
     names, scales = [], []
     for i, spec in enumerate(lora):
-        path, scale = parse_lora(spec) if isinstance(spec, str) else \
-            (os.fspath(spec), 1.0) if isinstance(spec, os.PathLike) else spec
+        path, scale = parse_lora(spec) if isinstance(spec, str) else (spec, 1.0) if isinstance(spec, os.PathLike) \
+            else spec
         path = os.path.expanduser(os.fspath(path))
         if Path(path).is_dir() and not any(Path(path).glob("*.safetensors")) and not allow_pickle:
             raise UserError(f"LoRA folder {path} holds no .safetensors file; give the LoRA file itself")

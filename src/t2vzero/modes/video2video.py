@@ -18,7 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from ..attention import cross_frame_attention
-from ..checks import check_finite, check_video_args
+from ..checks import check_finite, check_run_args
 from ..errors import UserError
 from ..generate import (
     Guidance,
@@ -95,8 +95,7 @@ def _check_run_args(prompt: Any, negative_prompt: Any, num_inference_steps: int,
     if not isinstance(prompt, str):
         raise UserError(f"prompt must be one text for a video-to-video call, not {type(prompt).__name__}")
     prompts, negatives = check_prompts(prompt, negative_prompt)
-    check_video_args(video_length=1, height=8, width=8, num_inference_steps=num_inference_steps,
-                     chunk_size=chunk_size, num_videos_per_prompt=1, compat=compat)
+    check_run_args(num_inference_steps=num_inference_steps, chunk_size=chunk_size, compat=compat)
     check_finite(scales)
     return prompts[0], negatives[0]
 
