@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from t2vzero import TextToVideoZero
+from t2vzero.default_model.data import make_batch
 from t2vzero.default_model.evaluate_images import evaluation_prompts
-from t2vzero.default_model.judge import judge
-from t2vzero.default_model.train import GENERATION_DEFAULTS
+from t2vzero.default_model.judge import judge, parse_caption
+from t2vzero.default_model.train import GENERATION_DEFAULTS, to_tensor
 from t2vzero.evaluate import judge_metrics, moves_monotonically
 from t2vzero.models import DEFAULT_MODEL_DIR
 
@@ -42,6 +43,22 @@ def test_shipped_in_the_diffusers_layout_as_safetensors_under_30_mb():
     assert {k: defaults[k] for k in GENERATION_DEFAULTS} == GENERATION_DEFAULTS
 
 
+def test_judge_reads_labelled_images_through_the_shipped_vae(pipe):
+    """Every number below is the judge's reading, so it is checked on images whose truth is known, passed
+    through the shipped autoencoder (which softens corners and small shapes as generated frames are soft)."""
+    images, captions = make_batch(np.random.default_rng(4242), 192)
+    vae = pipe.components["vae"]
+    with torch.no_grad():
+        recon = vae.decode(vae.encode(to_tensor(images).to(vae.dtype)).latent_dist.mean).sample
+    frames = ((recon.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    truth = [parse_caption(c) for c in captions]
+    verdicts = [judge(f) for f in frames]
+    colour = np.mean([v.colour == t[0] and v.background == t[2] for v, t in zip(verdicts, truth, strict=True)])
+    shape = np.mean([v.shape == t[1] for v, t in zip(verdicts, truth, strict=True)])
+    # Measured on 2048 such images: shape 93 % (the fill-ratio judge it replaced: 89 %), colours 99.9 %.
+    assert colour >= 0.98 and shape >= 0.9, (colour, shape)
+
+
 def test_text_to_image_gets_background_colour_and_shape_right(pipe):
     right = {"background": [], "colour": [], "shape": []}
     for i, (colour, shape, background) in enumerate(IMAGE_PROMPTS):
@@ -66,13 +83,12 @@ def videos(pipe):
 
 
 def test_videos_keep_the_object_and_move_it_monotonically_left(videos):
-    # The issue's targets are identity >= 90 % and monotone motion. Over 192 held-out videos the shipped model
-    # keeps identity in 87 % and moves monotonically in 95 % (the weights card), so this guards the measured
-    # level, 0.8 on 24 videos, not the target (issue 3 stays open on identity).
+    # The issue's targets: identity kept in >= 90 % of the 24 videos, and monotone motion (over 192 held-out
+    # videos: identity 95 %, monotone 95 %; the weights card).
     metrics = [judge_metrics(frames, prompt) for prompt, frames in videos]
     kept = [m["identity_kept"] for m in metrics]
     monotone = [moves_monotonically(m["centroid_x"], -1.0) for m in metrics]
-    assert np.mean(kept) >= 0.8, kept
+    assert np.mean(kept) >= 0.9, kept
     assert np.mean(monotone) >= 0.8, monotone
 
 

@@ -17,7 +17,7 @@ from t2vzero.default_model.data import (
     render_image,
     render_mask,
 )
-from t2vzero.default_model.judge import judge, parse_caption
+from t2vzero.default_model.judge import judge, parse_caption, shape_coverage, shape_scores
 
 PAIRS = [(c, b) for c, b in itertools.permutations(COLOURS, 2)]
 
@@ -89,6 +89,59 @@ def test_works_at_other_resolutions_and_float_input() -> None:
     assert v.matches("yellow", "triangle", "purple")
     assert v.centroid[0] == pytest.approx(128, abs=1.0)
     assert v.centroid[1] == pytest.approx(100 + 100 / 6, abs=1.0)  # a triangle's centroid is 1/3 up from its base
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_shape_coverage_is_the_training_geometry(shape: str) -> None:
+    # The judge's analytic silhouettes must be the shapes the data renders, or it would misread true ones.
+    ys, xs = (g.astype(np.float32) + 0.5 for g in np.mgrid[:64, :64])
+    for size, centre in ((13.0, (20.3, 40.8)), (28.6, (33.1, 30.4))):
+        drawn = render_mask(shape, size, centre)
+        ideal = shape_coverage(shape, np.float32(centre[0]), np.float32(centre[1]), np.float32(size), xs, ys)
+        assert np.abs(ideal - drawn).sum() < 0.06 * drawn.sum(), (shape, size)
+        scores = shape_scores(drawn > 0.5)
+        assert max(scores, key=scores.__getitem__) == shape and scores[shape] > 0.9, scores
+
+
+def test_shape_coverage_refuses_unknown_shapes() -> None:
+    with pytest.raises(ValueError, match="unknown shape 'star'"):
+        shape_coverage("star", np.float32(0), np.float32(0), np.float32(1), np.zeros(1), np.zeros(1))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("side", ["left", "right", "top", "bottom"])
+def test_object_partly_outside_the_frame_keeps_its_shape(shape: str, side: str) -> None:
+    """Motion pushes objects across the frame edge: the visible part is read as the clipped shape."""
+    rng = np.random.default_rng(4)
+    for colour, bg in PAIRS[::7]:
+        size = rng.uniform(0.25, 0.45) * 64
+        out = rng.uniform(0.15, 0.3) * size  # how far the shape reaches beyond the edge
+        along = rng.uniform(size / 2, 64 - size / 2)
+        centre = {"left": (size / 2 - out, along), "right": (64 - size / 2 + out, along),
+                  "top": (along, size / 2 - out), "bottom": (along, 64 - size / 2 + out)}[side]
+        v = judge(_degrade(render_image(shape, colour, bg, size, centre), rng, 1.0, 4.0))
+        assert v.matches(colour, shape, bg), (colour, shape, bg, side, size, out, v)
+
+
+def _best(mask: np.ndarray) -> str:
+    scores = shape_scores(mask)
+    return max(scores, key=scores.__getitem__)
+
+
+def test_rounded_corners_and_slight_squash_do_not_change_the_shape() -> None:
+    # A decoder softens corners and a small model draws slightly uneven shapes; neither is another shape.
+    rounded = np.zeros((64, 64), np.uint8)  # a 22-px square with 4-px corner radii
+    cv2.rectangle(rounded, (24, 18), (41 - 4, 39), 255, -1)
+    cv2.rectangle(rounded, (20, 22), (41, 39 - 4), 255, -1)
+    for x, y in ((24, 22), (37, 22), (24, 35), (37, 35)):
+        cv2.circle(rounded, (x, y), 4, 255, -1)
+    assert _best(rounded > 0) == "square"
+    ellipse = np.zeros((64, 64), np.uint8)
+    cv2.ellipse(ellipse, (32, 30), (12, 10), 0, 0, 360, 255, -1)
+    assert _best(ellipse > 0) == "circle"
+    blunt = (render_mask("triangle", 24, (30, 30)) > 0.5).astype(np.uint8)
+    blunt[18:21] = 0  # the apex cut off
+    assert _best(blunt > 0) == "triangle"
 
 
 def test_parse_caption() -> None:
