@@ -5,7 +5,9 @@ it generates the same seeded videos (8 frames, the model's defaults) and reports
 - identity kept: share of videos whose object keeps frame 1's colour and shape in every frame;
 - prompt kept: share of frames whose background, object colour and shape match the prompt;
 - |Δx|, |Δy|: mean absolute centroid displacement from frame 1 to the last frame, in pixels;
-- monotone: share of videos whose centroid moves monotonically the way the motion field implies.
+- monotone: share of videos whose centroid moves monotonically the way the motion field implies;
+- warp err: mean warp error between consecutive frames (`t2vzero.metrics.warp_errors`, x 1e-3), which also
+  sees changes in texture and shading that leave the judged colour and shape alone.
 
     python benchmarks/ablation.py [--videos 24] [--seed 0] [--t0 T0 --t1 T1] [--steps N] [--model DIR]
 
@@ -25,13 +27,15 @@ def run_variant(pipe, prompts, *, cross_frame: bool, motion: tuple[float, float]
     import torch
 
     from t2vzero.evaluate import judge_metrics, moves_monotonically
+    from t2vzero.metrics import warp_errors
 
     delta = motion if motion is not None else tuple(pipe.defaults.get("motion", (12.0, 12.0)))
     rows = []
     for i, prompt in enumerate(prompts):
         out = pipe(prompt, video_length=frames, generator=torch.Generator().manual_seed(seed + i), motion=motion,
                    cross_frame_attention=cross_frame, t0=t0, t1=t1, num_inference_steps=steps, progress=False)
-        m = judge_metrics(out.uint8()[0], prompt)
+        video = out.uint8()[0]
+        m = judge_metrics(video, prompt)
         # Positive δ moves content left/up (as the reference): x and y decrease.
         mono_x = moves_monotonically(m["centroid_x"], -np.sign(delta[0])) if delta[0] else None
         mono_y = moves_monotonically(m["centroid_y"], -np.sign(delta[1])) if delta[1] else None
@@ -41,6 +45,7 @@ def run_variant(pipe, prompts, *, cross_frame: bool, motion: tuple[float, float]
             "dx": abs(m["displacement"][0]) if m["displacement"] else 0.0,
             "dy": abs(m["displacement"][1]) if m["displacement"] else 0.0,
             "monotone": all(moved) if moved else None,
+            "warp": float(warp_errors(video).mean()),
         })
     return rows
 
@@ -79,7 +84,7 @@ def main() -> None:
           f"{args.steps or pipe.defaults.get('num_inference_steps', 50)} steps, "
           f"seeds {args.seed}..{args.seed + len(prompts) - 1}")
     print(f"{'variant':32s} {'identity kept':>13s} {'prompt kept':>11s} {'|Δx| px':>8s} {'|Δy| px':>8s} "
-          f"{'monotone':>8s} {'s':>6s}")
+          f"{'monotone':>8s} {'warp err':>8s} {'s':>6s}")
     for name, cross_frame, motion in variants:
         t = time.perf_counter()
         rows = run_variant(pipe, prompts, cross_frame=cross_frame, motion=motion, frames=args.frames,
@@ -87,7 +92,8 @@ def main() -> None:
         mono = [r["monotone"] for r in rows if r["monotone"] is not None]
         print(f"{name:32s} {np.mean([r['identity'] for r in rows]):13.0%} {np.mean([r['prompt'] for r in rows]):11.0%}"
               f" {np.mean([r['dx'] for r in rows]):8.1f} {np.mean([r['dy'] for r in rows]):8.1f} "
-              f"{(f'{np.mean(mono):.0%}' if mono else '-'):>8s} {time.perf_counter() - t:6.1f}")
+              f"{(f'{np.mean(mono):.0%}' if mono else '-'):>8s} {1e3 * np.mean([r['warp'] for r in rows]):8.2f}"
+              f" {time.perf_counter() - t:6.1f}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ benchmarks/ablation.py and `python -m t2vzero.default_model.evaluate_images`).""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,14 @@ def test_cli_uses_the_built_in_model_and_warns_about_unknown_words(tmp_path):
     assert odd.returncode == 0 and (tmp_path / "b.gif").is_file()
     warnings = [line for line in odd.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "zebra" in warnings[0] and "moon" in warnings[0]
+
+
+def test_ablation_benchmark_prints_the_four_variants(tmp_path):
+    """A small run of benchmarks/ablation.py (the README's table): motion moves content, no motion does not."""
+    out = subprocess.run([sys.executable, "benchmarks/ablation.py", "--videos", "1", "--frames", "3", "--steps", "10"],
+                         capture_output=True, text=True, cwd=Path(__file__).parents[1], check=True).stdout
+    rows = {line[:3]: line[32:].split() for line in out.splitlines() if line[:3] in ("(a)", "(b)", "(c)", "(d)")}
+    assert set(rows) == {"(a)", "(b)", "(c)", "(d)"}, out
+    dx = {k: float(v[2]) for k, v in rows.items()}  # identity, prompt, |Δx|, |Δy|, monotone, warp err, seconds
+    assert min(dx["(a)"], dx["(b)"]) > 2.0 > max(dx["(c)"], dx["(d)"]), out
+    assert all(float(v[5]) >= 0 for v in rows.values()), out
