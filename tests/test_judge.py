@@ -17,7 +17,7 @@ from t2vzero.default_model.data import (
     render_image,
     render_mask,
 )
-from t2vzero.default_model.judge import judge, parse_caption, shape_coverage, shape_scores
+from t2vzero.default_model.judge import classify_shape, judge, parse_caption, shape_coverage, shape_scores
 
 PAIRS = [(c, b) for c, b in itertools.permutations(COLOURS, 2)]
 
@@ -123,11 +123,6 @@ def test_object_partly_outside_the_frame_keeps_its_shape(shape: str, side: str) 
         assert v.matches(colour, shape, bg), (colour, shape, bg, side, size, out, v)
 
 
-def _best(mask: np.ndarray) -> str:
-    scores = shape_scores(mask)
-    return max(scores, key=scores.__getitem__)
-
-
 def test_rounded_corners_and_slight_squash_do_not_change_the_shape() -> None:
     # A decoder softens corners and a small model draws slightly uneven shapes; neither is another shape.
     rounded = np.zeros((64, 64), np.uint8)  # a 22-px square with 4-px corner radii
@@ -135,13 +130,13 @@ def test_rounded_corners_and_slight_squash_do_not_change_the_shape() -> None:
     cv2.rectangle(rounded, (20, 22), (41, 39 - 4), 255, -1)
     for x, y in ((24, 22), (37, 22), (24, 35), (37, 35)):
         cv2.circle(rounded, (x, y), 4, 255, -1)
-    assert _best(rounded > 0) == "square"
+    assert classify_shape(rounded > 0)[0] == "square"
     ellipse = np.zeros((64, 64), np.uint8)
     cv2.ellipse(ellipse, (32, 30), (12, 10), 0, 0, 360, 255, -1)
-    assert _best(ellipse > 0) == "circle"
+    assert classify_shape(ellipse > 0)[0] == "circle"
     blunt = (render_mask("triangle", 24, (30, 30)) > 0.5).astype(np.uint8)
     blunt[18:21] = 0  # the apex cut off
-    assert _best(blunt > 0) == "triangle"
+    assert classify_shape(blunt > 0)[0] == "triangle"
 
 
 def test_parse_caption() -> None:
