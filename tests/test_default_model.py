@@ -16,6 +16,7 @@ from t2vzero.default_model.evaluate_images import evaluation_prompts
 from t2vzero.default_model.judge import judge, parse_caption
 from t2vzero.default_model.train import GENERATION_DEFAULTS, to_tensor
 from t2vzero.evaluate import judge_metrics, moves_monotonically
+from t2vzero.generate import VideoOutput, decode_latents
 from t2vzero.models import DEFAULT_MODEL_DIR
 
 PROMPTS = evaluation_prompts(24)  # every object colour × shape once, seeded backgrounds
@@ -49,9 +50,9 @@ def test_judge_reads_labelled_images_through_the_shipped_vae(pipe):
     through the shipped autoencoder (which softens corners and small shapes as generated frames are soft)."""
     images, captions = make_batch(np.random.default_rng(4242), 192)
     vae = pipe.components["vae"]
-    with torch.no_grad():
-        recon = vae.decode(vae.encode(to_tensor(images).to(vae.dtype)).latent_dist.mean).sample
-    frames = ((recon.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    with torch.no_grad():  # the same decode and rounding as generated frames
+        latents = vae.encode(to_tensor(images).to(vae.dtype)).latent_dist.mean * vae.config.scaling_factor
+        frames = VideoOutput(decode_latents(vae, latents)).uint8()
     truth = [parse_caption(c) for c in captions]
     verdicts = [judge(f) for f in frames]
     colour = np.mean([v.colour == t[0] and v.background == t[2] for v, t in zip(verdicts, truth, strict=True)])
@@ -118,7 +119,7 @@ def test_cli_uses_the_built_in_model_and_warns_about_unknown_words(tmp_path):
     assert len(warnings) == 1 and "zebra" in warnings[0] and "moon" in warnings[0]
 
 
-def test_ablation_benchmark_prints_the_four_variants(tmp_path):
+def test_ablation_benchmark_prints_the_four_variants():
     """A small run of benchmarks/ablation.py (the README's table): motion moves content, no motion does not."""
     out = subprocess.run([sys.executable, "benchmarks/ablation.py", "--videos", "1", "--frames", "3", "--steps", "10"],
                          capture_output=True, text=True, cwd=Path(__file__).parents[1], check=True).stdout
