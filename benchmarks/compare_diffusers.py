@@ -104,7 +104,7 @@ def main() -> None:
     )
 
     from t2vzero import TextToVideoZero
-    from t2vzero.schedule import t0_t1_indices
+    from t2vzero.schedule import jump_steps
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32
@@ -120,7 +120,7 @@ def main() -> None:
     # The reference takes t0/t1 as step counts from the end; give it the same steps ours snaps to.
     scheduler = components["scheduler"]
     scheduler.set_timesteps(args.steps)
-    i1, i0 = t0_t1_indices(scheduler.timesteps, 881, 941, scheduler.config.num_train_timesteps)
+    i1, i0 = jump_steps(scheduler.timesteps, 881, 941, scheduler.config.num_train_timesteps)
     last = len(scheduler.timesteps) - 1
     prompt = "a horse galloping on a beach"
     common = dict(video_length=args.frames, height=size, width=size, num_inference_steps=args.steps)

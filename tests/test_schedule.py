@@ -5,7 +5,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from t2vzero.errors import UserError
-from t2vzero.schedule import forward_jump, t0_t1_indices
+from t2vzero.schedule import forward_jump, jump_steps
 
 
 def sd_scheduler():
@@ -21,7 +21,7 @@ def schedule(steps):
 
 def test_paper_defaults_are_steps_44_and_47_of_50():
     ts = schedule(50)
-    i1, i0 = t0_t1_indices(ts, 881, 941, 1000)
+    i1, i0 = jump_steps(ts, 881, 941, 1000)
     assert (int(ts[i1]), int(ts[i0])) == (941, 881)
     # The reference counts them from the end: t1 = 47, t0 = 44.
     assert (len(ts) - 1 - i1, len(ts) - 1 - i0) == (47, 44)
@@ -30,28 +30,28 @@ def test_paper_defaults_are_steps_44_and_47_of_50():
 @pytest.mark.parametrize("steps", [2, 3, 5, 10, 20, 25, 49, 50, 100, 1000])
 def test_snapped_indices_keep_at_least_one_step_between(steps):
     ts = schedule(steps)
-    i1, i0 = t0_t1_indices(ts, 881, 941, 1000)
+    i1, i0 = jump_steps(ts, 881, 941, 1000)
     assert 0 <= i1 < i0 < len(ts)
     assert ts[i1] > ts[i0]
 
 
 def test_snapping_picks_the_nearest_scheduled_timesteps():
     ts = schedule(20)  # 951, 901, 851, ...
-    i1, i0 = t0_t1_indices(ts, 881, 941, 1000)
+    i1, i0 = jump_steps(ts, 881, 941, 1000)
     assert (int(ts[i1]), int(ts[i0])) == (951, 901)
-    i1, i0 = t0_t1_indices(ts, 100, 500, 1000)
+    i1, i0 = jump_steps(ts, 100, 500, 1000)
     assert (int(ts[i1]), int(ts[i0])) == (501, 101)
 
 
 @pytest.mark.parametrize("t0,t1", [(941, 881), (500, 500), (-1, 10), (10, 1000), (0, 5000)])
 def test_bad_t0_t1_is_a_user_error(t0, t1):
     with pytest.raises(UserError, match="t0"):
-        t0_t1_indices(schedule(50), t0, t1, 1000)
+        jump_steps(schedule(50), t0, t1, 1000)
 
 
 def test_one_step_schedule_cannot_hold_t0_and_t1():
     with pytest.raises(UserError, match="at least 2"):
-        t0_t1_indices(schedule(1), 881, 941, 1000)
+        jump_steps(schedule(1), 881, 941, 1000)
 
 
 def test_forward_jump_uses_the_exact_cumulative_alpha_ratio():

@@ -18,7 +18,7 @@ from diffusers import (
 
 from t2vzero import TextToVideoZero
 from t2vzero.errors import UserError
-from t2vzero.schedule import alpha_bar_at, forward_jump, resume_at, t0_t1_indices
+from t2vzero.schedule import alpha_bar_at, forward_jump, resume_at, jump_steps
 
 SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                    clip_sample=False, set_alpha_to_one=False, steps_offset=1)
@@ -85,7 +85,7 @@ def test_second_order_schedulers_snap_t0_t1_to_the_start_of_a_step_pair():
     scheduler.set_timesteps(10)
     assert scheduler.order == 2
     for t0, t1 in ((881, 941), (300, 400), (10, 990), (500, 510)):
-        i1, i0 = t0_t1_indices(scheduler.timesteps, t0, t1, 1000, scheduler.order)
+        i1, i0 = jump_steps(scheduler.timesteps, t0, t1, 1000, scheduler.order)
         assert i1 % 2 == 0 and i0 % 2 == 0 and i1 < i0 < len(scheduler.timesteps)
 
 

@@ -9,7 +9,8 @@ from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_vid
 
 from t2vzero import TextToVideoZero
 from t2vzero.errors import UserError
-from t2vzero.modes.text2video import Jump, latents_at_t1
+from t2vzero.generate import Conditioning
+from t2vzero.modes.text2video import RECIPES, Anchor, Jump, latents_at_t1
 
 
 def seeded(seed=0):
@@ -106,11 +107,15 @@ def test_latents_at_t1_translate_frame_one_and_renoise(tiny):
     x_t0 = torch.zeros(1, 4, 8, 8)
     x_t0[0, :, 4, 4] = 1.0
     x_t1 = torch.full((1, 4, 8, 8), 7.0)
-    eps = torch.zeros(1, 3, 4, 8, 8)
+    forward_noise = torch.zeros(1, 3, 4, 8, 8)
     # δ = 64 on a 512 grid is one latent pixel per frame at 8×8 latents.
     bars = (float(scheduler.alphas_cumprod[881]), float(scheduler.alphas_cumprod[941]))
-    out = latents_at_t1(x_t1, x_t0, eps, [0, 1, 3], (64.0, 0.0), (64, 64), scheduler, Jump(881, 941, bars),
-                        "t2vzero")
+    anchor = Anchor(cond=Conditioning(torch.zeros(1, 1, 2, 2)), guidance_scale=1.0, num_frames=4, size=(64, 64),
+                    motion=(64.0, 0.0), recipe=RECIPES["t2vzero"], cross_frame=True, x_t1=x_t1, x_t0=x_t0,
+                    forward_noise=forward_noise, jump=Jump(881, 941, bars), scheduler_at_t1=scheduler,
+                    timesteps_after_t1=torch.tensor([941]), scheduler_at_t0=scheduler,
+                    timesteps_after_t0=torch.tensor([881]), eta=None, seeds=None)
+    out = latents_at_t1(anchor, [0, 1, 3])
     assert out.shape == (1, 3, 4, 8, 8)
     assert torch.equal(out[0, 0], x_t1[0])
     for j, k in ((1, 1), (2, 3)):

@@ -1,80 +1,135 @@
 """Cross-frame attention (Text2Video-Zero, paper §3.3.2).
 
 In every self-attention layer, each frame's queries attend to the keys and values of the first
-frame of its own video, in its own guidance group. The batch is laid out as
-[group][video][frame] with frames innermost, so the processor only needs the number of frames.
+frame of its own video, in its own guidance group. The batch is laid out as [group][video][frame]
+with frames innermost.
+
+Everything that belongs to one model call travels with that call, as `cross_attention_kwargs =
+{"frame_attention": FrameCall(...)}`: the installed processors hold no state, so two generations on
+one loaded model (threads, a Gradio queue, a Ray actor) cannot disturb each other. A call without
+a `FrameCall` is plain attention through the layer's original processor.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+KWARG = "frame_attention"
+
+
+@dataclass(frozen=True)
+class FrameCall:
+    """What one model call tells its self-attention layers.
+
+    `frames` frames per (group, video) block. `has_anchor`: the block starts with frame 1, whose
+    keys/values are then used (and stored in `cache`, when given); otherwise frame 1's keys/values of
+    the same denoising step must already be in `cache` (a chunk run in lockstep after the anchor's).
+    """
+
+    frames: int
+    has_anchor: bool = True
+    cache: dict[Any, tuple[torch.Tensor, torch.Tensor]] | None = field(default=None, compare=False)
+
 
 class CrossFrameAttnProcessor:
     """An attention processor (diffusers' processor API, PyTorch SDPA) for self-attention layers.
 
-    `num_frames` is set by the denoising loop before each model call. Because all frames of a video
-    share frame 1's keys, their queries are folded into one long sequence: keys and values are
-    projected once per video instead of once per frame, and nothing is expanded.
+    Because all frames of a video share frame 1's keys, their queries are folded into one long
+    sequence: keys and values are projected once per video instead of once per frame, and nothing is
+    expanded. Without a `FrameCall` (or for one frame) the layer's `original` processor runs.
     """
 
-    def __init__(self, num_frames: int = 1) -> None:
-        self.num_frames = num_frames
+    def __init__(self, original: Any = None) -> None:
+        self.original = original
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
-                 **kwargs: Any) -> torch.Tensor:
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+                 frame_attention: FrameCall | None = None, **kwargs: Any) -> torch.Tensor:
+        call = frame_attention
+        if call is None or encoder_hidden_states is not None or (call.frames <= 1 and call.has_anchor
+                                                                 and call.cache is None):
+            return _plain(self.original, attn, hidden_states, encoder_hidden_states, attention_mask, temb, kwargs)
+        return _cross_frame(attn, hidden_states, attention_mask, temb, call)
 
-        frames = self.num_frames
-        batch, seq, _ = hidden_states.shape
-        cross_frame = encoder_hidden_states is None and frames > 1
-        if cross_frame:
-            if batch % frames or attention_mask is not None:
-                raise ValueError(f"cross-frame attention got a batch of {batch} for {frames} frames"
-                                 + (" with an attention mask" if attention_mask is not None else ""))
-            videos = batch // frames
-            anchor = hidden_states.view(videos, frames, seq, -1)[:, 0]
-            key, value = attn.to_k(anchor), attn.to_v(anchor)
-            # Fold the frames into the query sequence: (videos, frames*seq, dim).
-            query = attn.to_q(hidden_states).reshape(videos, frames * seq, -1)
-        else:
-            context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-            if encoder_hidden_states is not None and attn.norm_cross:
-                context = attn.norm_encoder_hidden_states(context)
-            if attention_mask is not None:
-                attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
-                attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-            query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
 
-        head_dim = key.shape[-1] // attn.heads
-        query, key, value = (x.view(x.shape[0], -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0,
-                                             is_causal=False, scale=attn.scale)
-        out = out.transpose(1, 2).reshape(batch, seq, attn.heads * head_dim).to(query.dtype)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+class _Filter:
+    """Wraps a layer's own processor (cross-attention) so that our per-call kwarg never reaches it."""
+
+    def __init__(self, original: Any) -> None:
+        self.original = original
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
+                 frame_attention: FrameCall | None = None, **kwargs: Any) -> torch.Tensor:
+        return _plain(self.original, attn, hidden_states, encoder_hidden_states, attention_mask, temb, kwargs)
+
+
+def _plain(original: Any, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None,
+           attention_mask: torch.Tensor | None, temb: torch.Tensor | None, kwargs: dict[str, Any]) -> torch.Tensor:
+    if original is None:
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        original = AttnProcessor2_0()
+    return original(attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask,
+                    temb=temb, **kwargs)
+
+
+def _cross_frame(attn: Any, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
+                 temb: torch.Tensor | None, call: FrameCall) -> torch.Tensor:
+    residual = hidden_states
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    input_ndim = hidden_states.ndim
+    if input_ndim == 4:
+        b, c, h, w = hidden_states.shape
+        hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+    frames = call.frames
+    batch, seq, _ = hidden_states.shape
+    if batch % frames or attention_mask is not None:
+        raise ValueError(f"cross-frame attention got a batch of {batch} for {frames} frames"
+                         + (" with an attention mask" if attention_mask is not None else ""))
+    blocks = batch // frames  # (group, video) pairs
+    if call.has_anchor:
+        anchor = hidden_states.view(blocks, frames, seq, -1)[:, 0]
+        key, value = attn.to_k(anchor), attn.to_v(anchor)
+        if call.cache is not None:
+            call.cache[attn] = (key, value)
+    else:
+        if call.cache is None or attn not in call.cache:
+            raise ValueError("cross-frame attention for a chunk without frame 1 needs frame 1's keys/values of the "
+                             "same step: run the chunk that holds frame 1 first")
+        key, value = call.cache[attn]
+        if key.shape[0] != blocks:
+            raise ValueError(f"cross-frame attention: cached keys for {key.shape[0]} videos x groups, batch has "
+                             f"{blocks}")
+    # Fold the frames into the query sequence: (blocks, frames*seq, dim).
+    query = attn.to_q(hidden_states).reshape(blocks, frames * seq, -1)
+
+    head_dim = key.shape[-1] // attn.heads
+    query, key, value = (x.view(x.shape[0], -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False, scale=attn.scale)
+    out = out.transpose(1, 2).reshape(batch, seq, attn.heads * head_dim).to(query.dtype)
+    out = attn.to_out[1](attn.to_out[0](out))
+    if input_ndim == 4:
+        out = out.transpose(-1, -2).reshape(b, c, h, w)
+    if attn.residual_connection:
+        out = out + residual
+    return out / attn.rescale_output_factor
 
 
 def _is_self_attention(name: str) -> bool:
@@ -82,25 +137,42 @@ def _is_self_attention(name: str) -> bool:
     return name.endswith("attn1.processor")
 
 
-@contextmanager
-def cross_frame_attention(*models: Any, enabled: bool = True) -> Iterator[CrossFrameAttnProcessor | None]:
-    """Install one shared `CrossFrameAttnProcessor` on the self-attention layers of `models`.
+_LOCK = threading.Lock()
+_INSTALLED: weakref.WeakKeyDictionary[Any, tuple[int, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
-    Cross-attention processors are left as they are. The original processors are restored on exit,
-    also when the body raises. Yields the processor (None when disabled) so the loop can set
-    `num_frames`.
+
+@contextmanager
+def cross_frame_attention(*models: Any) -> Iterator[None]:
+    """Make the self-attention layers of `models` able to attend across frames for the calls inside.
+
+    The layers get a `CrossFrameAttnProcessor` wrapping their own processor (others a thin filter),
+    which acts only on calls that pass a `FrameCall`. Installation is counted per model, so nested or
+    concurrent users share it, and the original processors come back when the last one leaves, also
+    when the body raises.
     """
-    if not enabled:
-        yield None
-        return
-    processor = CrossFrameAttnProcessor()
-    saved = []
+    entered: list[Any] = []
     try:
-        for model in dict.fromkeys(m for m in models if m is not None):  # a model given twice is swapped once
-            original = model.attn_processors
-            saved.append((model, original))
-            model.set_attn_processor({n: processor if _is_self_attention(n) else p for n, p in original.items()})
-        yield processor
+        for model in dict.fromkeys(m for m in models if m is not None):  # a model given twice is installed once
+            with _LOCK:
+                count, original = _INSTALLED.get(model, (0, {}))
+                if count == 0:
+                    original = model.attn_processors
+                    model.set_attn_processor({n: CrossFrameAttnProcessor(p) if _is_self_attention(n) else _Filter(p)
+                                              for n, p in original.items()})
+                _INSTALLED[model] = (count + 1, original)
+            entered.append(model)
+        yield
     finally:
-        for model, original in reversed(saved):
-            model.set_attn_processor(original)
+        for model in reversed(entered):
+            with _LOCK:
+                count, original = _INSTALLED[model]
+                if count == 1:
+                    model.set_attn_processor(original)
+                    del _INSTALLED[model]
+                else:
+                    _INSTALLED[model] = (count - 1, original)
+
+
+def frame_kwargs(frames: int, has_anchor: bool = True, cache: dict | None = None) -> dict[str, Any]:
+    """`cross_attention_kwargs` for one model call over `frames` frames per (group, video)."""
+    return {KWARG: FrameCall(frames, has_anchor, cache)}

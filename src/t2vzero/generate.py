@@ -1,13 +1,16 @@
 """The one denoising loop and the pieces every mode shares.
 
 Modes (text-to-video, ControlNet video, Instruct-Pix2Pix editing) differ only in what they feed
-`Guidance`: the latents they start from, the conditioning groups, and optional model hooks.
+`Guidance`: the latents they start from, the `Conditioning`, and optional hooks. A video is
+denoised in chunks advanced in lockstep: at each step the chunk holding frame 1 runs first and
+leaves frame 1's self-attention keys/values for the others, so frame 1 passes through the model
+once per step however the video is split, and peak memory is bounded by the chunk.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,11 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .attention import CrossFrameAttnProcessor
+from .attention import frame_kwargs
 from .errors import UserError
 
-# hook(model_input, t, embeds, frame_ids) -> (model_input, extra unet kwargs); see Guidance.
-UnetHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Sequence[int]], tuple[torch.Tensor, dict[str, Any]]]
+# hook(model_input, t, unet_kwargs, frame_ids) -> (model_input, extra unet kwargs); see Guidance.
+UnetHook = Callable[[torch.Tensor, torch.Tensor, dict[str, Any], Sequence[int]], tuple[torch.Tensor, dict[str, Any]]]
+# after_step(latents of a chunk, its frame ids, frame 1's latents at this step (videos, C, h, w)) -> latents
+AfterStep = Callable[[torch.Tensor, Sequence[int], torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -33,13 +38,60 @@ class VideoOutput:
         return (self.frames * 255.0).round().clip(0, 255).astype(np.uint8)
 
 
+@dataclass
+class Conditioning:
+    """Everything the UNet is conditioned on, per guidance group and video, as one value.
+
+    Every tensor leads with (groups, videos): `embeds` are the encoder hidden states (tokens, dim);
+    `added` go to the UNet as `added_cond_kwargs` (e.g. SDXL's pooled text and time ids); `extra` are
+    other UNet arguments (e.g. an LCM UNet's `timestep_cond`). The loop expands them to the frames
+    of each call, laid out [group][video][frame].
+    """
+
+    embeds: torch.Tensor
+    added: dict[str, torch.Tensor] = field(default_factory=dict)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def groups(self) -> int:
+        return self.embeds.shape[0]
+
+    @property
+    def videos(self) -> int:
+        return self.embeds.shape[1]
+
+    def for_frames(self, frames: int) -> dict[str, Any]:
+        """UNet keyword arguments for a batch of `frames` frames per (group, video)."""
+        kwargs: dict[str, Any] = {"encoder_hidden_states": _per_frame(self.embeds, frames)}
+        kwargs.update({k: _per_frame(v, frames) for k, v in self.extra.items()})
+        if self.added:
+            kwargs["added_cond_kwargs"] = {k: _per_frame(v, frames) for k, v in self.added.items()}
+        return kwargs
+
+    def pick_groups(self, order: Sequence[int]) -> Conditioning:
+        """The same conditions with guidance groups rearranged (e.g. Instruct-Pix2Pix's three)."""
+        take = list(order)
+        return Conditioning(self.embeds[take], {k: v[take] for k, v in self.added.items()},
+                            {k: v[take] for k, v in self.extra.items()})
+
+    def to(self, dtype: torch.dtype) -> Conditioning:
+        cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self.added.items()}
+        return Conditioning(self.embeds.to(dtype), cast, {k: v.to(dtype) for k, v in self.extra.items()})
+
+
+def _per_frame(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """(groups, videos, ...) -> (groups·videos·frames, ...), frames innermost."""
+    groups, videos = x.shape[:2]
+    return x[:, :, None].expand(groups, videos, frames, *x.shape[2:]).reshape(groups * videos * frames, *x.shape[2:])
+
+
 def cfg_combine(guidance_scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
     """Classifier-free guidance over groups [unconditional, text]: ε_u + s·(ε_t − ε_u)."""
 
-    def combine(eps: torch.Tensor) -> torch.Tensor:
-        if eps.shape[0] == 1:
-            return eps[0]
-        uncond, text = eps
+    def combine(noise_pred: torch.Tensor) -> torch.Tensor:
+        if noise_pred.shape[0] == 1:
+            return noise_pred[0]
+        uncond, text = noise_pred
         return uncond + guidance_scale * (text - uncond)
 
     return combine
@@ -49,38 +101,40 @@ def cfg_combine(guidance_scale: float) -> Callable[[torch.Tensor], torch.Tensor]
 class Guidance:
     """Predicts noise for a batch of frames: runs the UNet on every guidance group, then combines.
 
-    `embeds` is (groups, videos, tokens, dim). The UNet batch is laid out [group][video][frame], which
-    is what `CrossFrameAttnProcessor` expects. `hook` lets a mode change the UNet input or add UNet
-    arguments (ControlNet residuals, Pix2Pix image latents) for the frames in the batch.
+    The UNet batch is laid out [group][video][frame], what cross-frame attention expects. `hooks`
+    run in order and may change the UNet input or add UNet arguments for the frames in the batch
+    (ControlNet residuals, Pix2Pix image latents); their arguments include the call's
+    `cross_attention_kwargs`, so a ControlNet attends across frames the same way.
     """
 
     unet: Any
-    embeds: torch.Tensor
+    cond: Conditioning
     combine: Callable[[torch.Tensor], torch.Tensor]
-    processor: CrossFrameAttnProcessor | None = None
-    hook: UnetHook | None = None
-    unet_kwargs: dict[str, Any] = field(default_factory=dict)
+    cross_frame: bool = True
+    hooks: Sequence[UnetHook] = ()
 
-    def __call__(self, latents: torch.Tensor, t: torch.Tensor, frame_ids: Sequence[int]) -> torch.Tensor:
-        groups, videos = self.embeds.shape[:2]
-        frames = len(frame_ids)
+    def __call__(self, latents: torch.Tensor, t: torch.Tensor, frame_ids: Sequence[int],
+                 cache: dict | None = None) -> torch.Tensor:
+        groups, videos, frames = self.cond.groups, self.cond.videos, len(frame_ids)
         model_input = latents.repeat(groups, 1, 1, 1)
-        embeds = self.embeds[:, :, None].expand(-1, -1, frames, -1, -1).reshape(groups * videos * frames,
-                                                                              *self.embeds.shape[2:])
-        if self.processor is not None:  # before the hook: a ControlNet in the hook attends across frames too
-            self.processor.num_frames = frames
-        extra: dict[str, Any] = {}
-        if self.hook is not None:
-            model_input, extra = self.hook(model_input, t, embeds, frame_ids)
-        eps = self.unet(model_input, t, encoder_hidden_states=embeds, **self.unet_kwargs, **extra).sample
-        return self.combine(eps.view(groups, videos * frames, *eps.shape[1:]))
+        kwargs = self.cond.for_frames(frames)
+        if self.cross_frame:
+            kwargs["cross_attention_kwargs"] = frame_kwargs(frames, frame_ids[0] == 0, cache)
+        for hook in self.hooks:
+            model_input, extra = hook(model_input, t, kwargs, frame_ids)
+            clash = set(extra) & set(kwargs)
+            if clash:
+                raise ValueError(f"two hooks set the same UNet argument(s) {sorted(clash)}")
+            kwargs = {**kwargs, **extra}
+        noise_pred = self.unet(model_input, t, **kwargs).sample
+        return self.combine(noise_pred.view(groups, videos * frames, *noise_pred.shape[1:]))
 
 
-def step_kwargs(scheduler: Any, generator: Any, eta: float) -> dict[str, Any]:
-    """`eta` and `generator` for schedulers whose `step` takes them (DDIM, Euler ancestral...)."""
+def step_kwargs(scheduler: Any, generator: Any, eta: float | None) -> dict[str, Any]:
+    """`eta` (when given) and `generator` for schedulers whose `step` takes them (DDIM, ancestral...)."""
     params = inspect.signature(scheduler.step).parameters
     kwargs: dict[str, Any] = {}
-    if "eta" in params:
+    if "eta" in params and eta is not None:
         kwargs["eta"] = eta
     if "generator" in params:
         kwargs["generator"] = generator
@@ -94,8 +148,8 @@ def check_generator(generator: Any, videos: int) -> None:
                         f"or a list with one per video (prompts x videos per prompt = {videos})")
 
 
-def frame_generators(generator: Any, videos: int, streams: int) -> list[list[torch.Generator]]:
-    """`streams` CPU generators per video, seeded from that video's generator (or the global RNG).
+def stream_seeds(generator: Any, videos: int, streams: int) -> list[list[int]]:
+    """`streams` seeds per video for CPU generators, drawn from that video's generator (or the global RNG).
 
     Stochastic schedulers (DDIM with eta > 0, ancestral samplers) draw step noise for a whole batch;
     giving each (video, frame) its own stream makes that noise independent of how frames are batched,
@@ -107,8 +161,13 @@ def frame_generators(generator: Any, videos: int, streams: int) -> list[list[tor
     out = []
     for v, g in enumerate(gens):
         base = _peek_seed(g) + (v * streams if shared else 0)  # one shared generator: distinct streams per video
-        out.append([torch.Generator().manual_seed(base + k) for k in range(streams)])
+        out.append([base + k for k in range(streams)])
     return out
+
+
+def generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """Fresh CPU generators, one per seed."""
+    return [torch.Generator().manual_seed(s) for s in seeds]
 
 
 def _peek_seed(generator: torch.Generator | None) -> int:
@@ -123,23 +182,63 @@ def _peek_seed(generator: torch.Generator | None) -> int:
     return int(torch.randint(0, 2**62, (1,), generator=probe, device=generator.device))
 
 
-def denoise(latents: torch.Tensor, timesteps: torch.Tensor, scheduler: Any, predict: Guidance,
-            frame_ids: Sequence[int], *, extra_step_kwargs: dict[str, Any] | None = None,
-            after_step: Callable[[torch.Tensor], torch.Tensor] | None = None, progress: Any = None) -> torch.Tensor:
-    """The backward process over `timesteps`; the one loop every mode uses.
+@dataclass
+class Chunk:
+    """Frames denoised together: their ids (frame 1 first, if present), latents (videos·len(ids), C, h, w),
+    their own scheduler (multistep schedulers keep per-sample history) and its step arguments."""
 
-    `latents` is (videos·frames, C, h, w); each step asks `predict` for the guided noise and lets the
-    scheduler take a step, then `after_step` may adjust the latents (background smoothing). Returns
-    the latents at the input of the step after the last timestep.
+    ids: list[int]
+    latents: torch.Tensor
+    scheduler: Any
+    step_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def denoise(chunks: list[Chunk], timesteps: torch.Tensor, predict: Guidance, *,
+            after_step: Sequence[AfterStep] = (), progress: Any = None) -> list[Chunk]:
+    """The backward process over `timesteps` for every chunk, in lockstep; the one loop every mode uses.
+
+    At each step the chunks run in order and share one cache of frame 1's self-attention keys/values,
+    written by the chunk that holds frame 1 (it must come first) and read by the others, so frame 1
+    goes through the model once per step. Then `after_step` hooks may adjust each chunk's latents,
+    seeing frame 1's latents of the same step (background smoothing). Returns the chunks at the input
+    of the step after the last timestep (the input chunks are not changed).
     """
+    chunks = [Chunk(c.ids, c.latents, c.scheduler, c.step_kwargs) for c in chunks]
+    shared = len(chunks) > 1
+    if shared and predict.cross_frame and chunks[0].ids[0] != 0:
+        raise ValueError("the first chunk must hold frame 1 (id 0), whose keys/values the others attend to")
     for t in timesteps:
-        eps = predict(scheduler.scale_model_input(latents, t), t, frame_ids)
-        latents = scheduler.step(eps, t, latents, **(extra_step_kwargs or {})).prev_sample
-        if after_step is not None:
-            latents = after_step(latents)
+        cache: dict | None = {} if shared else None
+        for c in chunks:
+            noise_pred = predict(c.scheduler.scale_model_input(c.latents, t), t, c.ids, cache)
+            c.latents = c.scheduler.step(noise_pred, t, c.latents, **c.step_kwargs).prev_sample
+        if after_step:
+            first = chunks[0]
+            anchor = first.latents.view(-1, len(first.ids), *first.latents.shape[1:])[:, 0]
+            for c in chunks:
+                for hook in after_step:
+                    c.latents = hook(c.latents, c.ids, anchor)
         if progress is not None:
             progress.update()
-    return latents
+    return chunks
+
+
+def split_frames(frame_ids: Sequence[int], chunk_size: int | None) -> list[list[int]]:
+    """Split frame ids into chunks of at most `chunk_size`, frame 1 (id 0) first when present."""
+    ids = sorted(set(frame_ids))
+    if chunk_size is None or chunk_size >= len(ids):
+        return [ids]
+    return [ids[i:i + chunk_size] for i in range(0, len(ids), chunk_size)]
+
+
+def gather(chunks: Sequence[Chunk], frame_ids: Sequence[int], videos: int) -> torch.Tensor:
+    """(videos, len(frame_ids), C, h, w) latents of `frame_ids`, in that order, from denoised chunks."""
+    where = {k: (c, j) for c in chunks for j, k in enumerate(c.ids)}
+    parts = []
+    for k in frame_ids:
+        c, j = where[k]
+        parts.append(c.latents.view(videos, len(c.ids), *c.latents.shape[1:])[:, j])
+    return torch.stack(parts, dim=1)
 
 
 def token_limit(tokenizer: Any, text_encoder: Any) -> int:
@@ -148,9 +247,9 @@ def token_limit(tokenizer: Any, text_encoder: Any) -> int:
     return min(tokenizer.model_max_length, positions) if positions else tokenizer.model_max_length
 
 
-def encode_prompts(tokenizer: Any, text_encoder: Any, prompts: Sequence[str], device: Any) -> torch.Tensor:
-    """CLIP text embeddings (len(prompts), tokens, dim), padded to the tokenizer's maximum length."""
-    ids = tokenizer(list(prompts), padding="max_length", max_length=token_limit(tokenizer, text_encoder),
+def _encode_texts(tokenizer: Any, text_encoder: Any, texts: Sequence[str], device: Any) -> torch.Tensor:
+    """CLIP text embeddings (len(texts), tokens, dim), padded to the tokenizer's maximum length."""
+    ids = tokenizer(list(texts), padding="max_length", max_length=token_limit(tokenizer, text_encoder),
                     truncation=True, return_tensors="pt")
     mask = None
     if getattr(text_encoder.config, "use_attention_mask", False):
@@ -158,11 +257,48 @@ def encode_prompts(tokenizer: Any, text_encoder: Any, prompts: Sequence[str], de
     return text_encoder(ids.input_ids.to(device), attention_mask=mask)[0]
 
 
+def encode_prompt(components: dict[str, Any], prompts: Sequence[str], negatives: Sequence[str], *,
+                  guidance_scale: float, videos_per_prompt: int = 1, guided: bool | None = None) -> Conditioning:
+    """The text conditions of every mode: groups [negative, text] with guidance, else [text].
+
+    Guidance is on for `guidance_scale` > 1 unless `guided` says otherwise. Each prompt's row is
+    repeated `videos_per_prompt` times (videos laid out prompt-major). An LCM-distilled UNet (one with
+    `time_cond_proj_dim`) takes guidance as an embedding of w instead of a second group.
+    """
+    unet = components["unet"]
+    tok, enc = components["tokenizer"], components["text_encoder"]
+    lcm_dim = getattr(unet.config, "time_cond_proj_dim", None)
+    guided = (guidance_scale > 1.0 and not lcm_dim) if guided is None else guided
+    groups = [_encode_texts(tok, enc, prompts, unet.device)]
+    if guided:
+        groups.insert(0, _encode_texts(tok, enc, negatives, unet.device))
+    embeds = torch.stack(groups).repeat_interleave(videos_per_prompt, dim=1)
+    extra = {}
+    if lcm_dim:
+        w = guidance_embedding(guidance_scale, lcm_dim, embeds.shape[1]).to(unet.device)
+        extra["timestep_cond"] = w[None].expand(embeds.shape[0], -1, -1)
+    return Conditioning(embeds, extra=extra).to(unet.dtype)
+
+
+def guidance_embedding(w: float, dim: int, rows: int) -> torch.Tensor:
+    """Sinusoidal embedding of the guidance scale w − 1 that LCM-distilled UNets take as `timestep_cond`
+    (Luo et al. 2023; the Fourier features of VDM, scaled by 1000): (rows, dim)."""
+    value = torch.full((rows,), (w - 1.0) * 1000.0, dtype=torch.float64)
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / (half - 1))
+    angles = value[:, None] * freqs[None]
+    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    if dim % 2:
+        emb = torch.nn.functional.pad(emb, (0, 1))
+    return emb.float()
+
+
 def vae_factor(vae: Any) -> int:
     """Pixels per latent pixel: each VAE block but the last halves the size (8 for Stable Diffusion)."""
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
+@torch.no_grad()
 def decode_latents(vae: Any, latents: torch.Tensor, batch_size: int = 8) -> np.ndarray:
     """VAE-decode (N, C, h, w) latents in batches; returns (N, H, W, 3) float32 in [0, 1]."""
     images = []
@@ -173,37 +309,11 @@ def decode_latents(vae: Any, latents: torch.Tensor, batch_size: int = 8) -> np.n
     return np.concatenate(images)
 
 
-def chunk_frame_ids(num_frames: int, chunk_size: int | None) -> list[list[int]]:
-    """Split frames 0..N-1 into chunks of at most `chunk_size`, each led by frame 0 (the anchor)."""
-    if chunk_size is None or chunk_size >= num_frames:
-        return [list(range(num_frames))]
-    chunks = [list(range(chunk_size))]
-    for start in range(chunk_size, num_frames, chunk_size - 1):
-        chunks.append([0, *range(start, min(start + chunk_size - 1, num_frames))])
-    return chunks
+def decode_video(vae: Any, latents: torch.Tensor) -> np.ndarray:
+    """(videos, F, C, h, w) latents -> (videos, F, H, W, 3) float32 frames in [0, 1]."""
+    import sys
 
-
-def denoise_chunks(chunks: list[list[int]], start: Callable[[list[int]], torch.Tensor], timesteps: torch.Tensor,
-                   scheduler: Any, predict: Guidance, vae: Any, *, videos: int, num_frames: int,
-                   step_kwargs_for: Callable[[list[int]], dict[str, Any]],
-                   after_step_for: Callable[[list[int]], Callable[[torch.Tensor], torch.Tensor]] | None = None,
-                   progress: Any = None) -> np.ndarray:
-    """Denoise a video chunk by chunk (frame 1 anchoring each chunk) and decode it.
-
-    `start(ids)` gives the (videos·len(ids), C, h, w) latents of a chunk at `timesteps[0]`; each chunk
-    gets its own copy of `scheduler` in that state. The anchor's repeats are not decoded twice.
-    Returns (videos, num_frames, H, W, 3) float32 in [0, 1].
-    """
-    frames: np.ndarray | None = None
-    for ids in chunks:
-        out = denoise(start(ids), timesteps, copy.deepcopy(scheduler), predict, ids,
-                      extra_step_kwargs=step_kwargs_for(ids),
-                      after_step=after_step_for(ids) if after_step_for is not None else None, progress=progress)
-        keep = [j for j, k in enumerate(ids) if k != 0 or ids is chunks[0]]
-        out = out.view(videos, len(ids), *out.shape[1:])[:, keep]
-        images = decode_latents(vae, out.flatten(0, 1))
-        if frames is None:
-            frames = np.empty((videos, num_frames, *images.shape[1:]), dtype=np.float32)
-        frames[:, [ids[j] for j in keep]] = images.reshape(videos, len(keep), *images.shape[1:])
-    assert frames is not None
-    return frames
+    decode = sys.modules[__name__].decode_latents  # looked up at call time (tests swap it for latents)
+    videos, frames = latents.shape[:2]
+    images = decode(vae, latents.flatten(0, 1))
+    return images.reshape(videos, frames, *images.shape[1:])

@@ -7,11 +7,6 @@ from typing import Any
 
 from .generate import VideoOutput, vae_factor
 
-PAPER_DEFAULTS: dict[str, Any] = {
-    "num_inference_steps": 50, "guidance_scale": 7.5, "video_length": 8, "motion": (12.0, 12.0),
-    "t0": 881, "t1": 941, "eta": 0.0,
-}
-
 
 class TextToVideoZero:
     """Zero-shot text-to-video on any Stable Diffusion 1.x/2.x components.
@@ -51,32 +46,63 @@ class TextToVideoZero:
         h, w = (size, size) if isinstance(size, int) else size
         return int(self.defaults.get("height", h * factor)), int(self.defaults.get("width", w * factor))
 
+    def generation_args(self, **given: Any) -> dict[str, Any]:
+        """`anchor_pass` arguments: the given ones, then the model's defaults, then the paper's.
+
+        A few-step sampler (LCM, TCD) with no step count given takes its own (4).
+        """
+        from .defaults import pick
+        from .schedulers import default_steps
+
+        if given.get("num_inference_steps") is None and default_steps(given.get("scheduler")) is not None:
+            given["num_inference_steps"] = default_steps(given.get("scheduler"))
+        if given.get("height") is None or given.get("width") is None:
+            native_h, native_w = self.native_size()
+            given["height"] = native_h if given.get("height") is None else given["height"]
+            given["width"] = native_w if given.get("width") is None else given["width"]
+        for name in ("video_length", "num_inference_steps", "guidance_scale", "motion", "t0", "t1", "eta"):
+            given[name] = pick("generate", name, given.get(name), self.defaults)
+        given["motion"] = tuple(given["motion"])
+        return given
+
     def __call__(self, prompt: str | list[str], *, video_length: int | None = None, height: int | None = None,
                  width: int | None = None, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, negative_prompt: str | list[str] | None = None,
                  num_videos_per_prompt: int = 1, eta: float | None = None, generator: Any = None,
                  motion: tuple[float, float] | None = None, t0: int | None = None, t1: int | None = None,
                  chunk_size: int | None = None, cross_frame_attention: bool = True, compat: str = "t2vzero",
+                 scheduler: str | None = None, timestep_spacing: str | None = None,
                  background_smoothing: float | None = None, foreground_masks: Any = None,
                  progress: bool = True) -> VideoOutput:
-        """Generate videos; None arguments take the model's defaults, then the paper's."""
+        """Generate videos; None arguments take the model's defaults, then the paper's.
+
+        `scheduler` names a sampler of `t2vzero.schedulers.SCHEDULERS` (default: the model's own).
+        """
         from .modes.text2video import text_to_video
 
-        def pick(name: str, value: Any) -> Any:
-            return value if value is not None else self.defaults.get(name, PAPER_DEFAULTS.get(name))
+        args = self.generation_args(
+            video_length=video_length, height=height, width=width, num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale, negative_prompt=negative_prompt,
+            num_videos_per_prompt=num_videos_per_prompt, eta=eta, generator=generator, motion=motion, t0=t0, t1=t1,
+            cross_frame=cross_frame_attention, compat=compat, scheduler=scheduler, timestep_spacing=timestep_spacing)
+        return text_to_video(self.components, prompt, chunk_size=chunk_size, background_smoothing=background_smoothing,
+                             foreground_masks=foreground_masks, progress=progress, **args)
 
-        if height is None or width is None:
-            native_h, native_w = self.native_size()
-            height, width = native_h if height is None else height, native_w if width is None else width
-        return text_to_video(
-            self.components, prompt, video_length=pick("video_length", video_length), height=height, width=width,
-            num_inference_steps=pick("num_inference_steps", num_inference_steps),
-            guidance_scale=pick("guidance_scale", guidance_scale), negative_prompt=negative_prompt,
-            num_videos_per_prompt=num_videos_per_prompt, eta=pick("eta", eta), generator=generator,
-            motion=tuple(pick("motion", motion)), t0=pick("t0", t0), t1=pick("t1", t1), chunk_size=chunk_size,
-            cross_frame=cross_frame_attention, compat=compat, background_smoothing=background_smoothing,
-            foreground_masks=foreground_masks, progress=progress,
-        )
+    def anchor(self, prompt: str | list[str], **kwargs: Any) -> Any:
+        """Phase 1 alone (frame 1 to t1 and t0, every frame's noise): an `Anchor` for `render`.
+
+        Takes `__call__`'s generation arguments (not chunking, smoothing or progress)."""
+        from .modes.text2video import anchor_pass
+
+        if "cross_frame_attention" in kwargs:
+            kwargs["cross_frame"] = kwargs.pop("cross_frame_attention")
+        return anchor_pass(self.components, prompt, **self.generation_args(**kwargs))
+
+    def render(self, anchor: Any, frame_ids: Any = None, *, chunk_size: int | None = None) -> VideoOutput:
+        """Phase 2: frames `frame_ids` (default all) of the anchor's videos; any split gives the same frames."""
+        from .modes.text2video import render
+
+        return VideoOutput(frames=render(self.components, anchor, frame_ids, chunk_size=chunk_size))
 
     def control(self, prompt: str, conditions: Sequence[Any], controlnets: Sequence[Any], **kwargs: Any) -> VideoOutput:
         """ControlNet video (paper §4.2); see `t2vzero.modes.video2video.control_video`."""

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
+from .defaults import TEXT_TO_VIDEO
 from .errors import UserError
 
-DEFAULT_T0 = 881
-DEFAULT_T1 = 941
+DEFAULT_T0 = TEXT_TO_VIDEO["t0"]
+DEFAULT_T1 = TEXT_TO_VIDEO["t1"]
 
 
-def t0_t1_indices(timesteps: torch.Tensor, t0: int, t1: int, num_train_timesteps: int,
-                  order: int = 1) -> tuple[int, int]:
-    """Positions (i1, i0) of t1 and t0 in a descending denoising schedule, with i1 < i0.
+class JumpSteps(NamedTuple):
+    """Where the jump sits in a denoising schedule: the step positions of t1 and of t0 (t1_index < t0_index)."""
+
+    t1_index: int
+    t0_index: int
+
+
+def jump_steps(timesteps: torch.Tensor, t0: int, t1: int, num_train_timesteps: int, order: int = 1) -> JumpSteps:
+    """Positions of t1 and t0 in a descending denoising schedule.
 
     `t0`/`t1` are diffusion timesteps (0 <= t0 < t1 < num_train_timesteps). Each snaps to the
     nearest scheduled timestep; if both land on the same one, they are pushed one step apart.
@@ -39,7 +46,7 @@ def t0_t1_indices(timesteps: torch.Tensor, t0: int, t1: int, num_train_timesteps
         j0 = j1 + 1
         if j0 >= len(ts):
             j1, j0 = len(ts) - 2, len(ts) - 1
-    return int(positions[j1]), int(positions[j0])
+    return JumpSteps(int(positions[j1]), int(positions[j0]))
 
 
 def alpha_bar_at(scheduler: Any, index: int) -> float:

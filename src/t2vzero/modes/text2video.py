@@ -1,9 +1,15 @@
 """Zero-shot text-to-video (Text2Video-Zero, paper §3.3): motion dynamics + cross-frame attention.
 
-1. Denoise frame 1's noise x_T with DDIM to x_t1, and further to x_t0.
-2. Copy x_t0 for frames 2..N, translate copy k by the motion field δ·k, and jump forward from t0
-   back to t1 with the DDPM forward process.
-3. Denoise all frames from t1 to 0 together, every self-attention attending to frame 1.
+Two separable phases:
+
+1. `anchor_pass`: frame 1's noise x_T is denoised to x_t1 and further to x_t0; the forward noise of
+   every frame is drawn. The result, an `Anchor`, is small (one latent per video and stage).
+2. `render`: any subset of frames from an `Anchor`. Frame k > 1 starts from x_t0 moved by the motion
+   field δ·k and jumped forward from t0 back to t1 (DDPM); all frames are denoised from t1 together,
+   every self-attention attending to frame 1. Rendering all frames at once, in chunks, or in
+   separate calls for disjoint subsets (separate workers) gives the same frames.
+
+Where the default mode and diffusers' reference differ is chosen once, as a `Recipe`.
 """
 
 from __future__ import annotations
@@ -18,26 +24,103 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from .. import generate
 from ..attention import cross_frame_attention
 from ..checks import check_finite, check_video_args
+from ..defaults import TEXT_TO_VIDEO as _D
 from ..errors import UserError
 from ..generate import (
+    AfterStep,
+    Chunk,
+    Conditioning,
     Guidance,
     VideoOutput,
     cfg_combine,
     check_generator,
-    chunk_frame_ids,
+    decode_video,
     denoise,
-    denoise_chunks,
-    encode_prompts,
-    frame_generators,
+    encode_prompt,
+    gather,
+    generators,
+    split_frames,
     step_kwargs,
+    stream_seeds,
     vae_factor,
 )
 from ..motion import latent_shifts, reference_warp_latents, translate_latents
-from ..schedule import alpha_bar_at, forward_jump, reject_unresumable, resume_at, t0_t1_indices
+from ..schedule import alpha_bar_at, forward_jump, jump_steps, reject_unresumable, resume_at
+from ..schedulers import make_scheduler, set_timesteps
 from ..smoothing import blend_backgrounds, latent_masks, saliency_masks
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The choices in which t2vzero's default mode and diffusers' reference (`compat="diffusers"`) differ."""
+
+    name: str
+    reference_warp: bool  # the reference's 512-grid flow sampled nearest, vs a whole-latent-pixel shift
+    reference_jump: bool  # Π alphas[t0 .. t1−1] (one step off), vs the exact ᾱ(t1)/ᾱ(t0)
+    restart_at_t1: bool  # every frame restarts at t1 with a fresh scheduler, vs frame 1's scheduler carried on
+    noise_streams: bool  # step noise per (video, frame) stream, vs the caller's one generator
+    shared_edit_noise: bool  # editing starts every frame from one noise latent, vs one per frame
+
+    def warp(self, latents: torch.Tensor, frame_ids: Sequence[int], motion: tuple[float, float],
+             size: tuple[int, int]) -> torch.Tensor:
+        """Move each of one video's (F, C, h, w) copies of x_t0 by the motion field of its frame id."""
+        if self.reference_warp:
+            return reference_warp_latents(latents, frame_ids, motion)
+        shifts = latent_shifts(frame_ids, motion, size, (latents.shape[-1], latents.shape[-2]))
+        return translate_latents(latents, shifts)
+
+
+RECIPES = {
+    "t2vzero": Recipe("t2vzero", reference_warp=False, reference_jump=False, restart_at_t1=True, noise_streams=True,
+                      shared_edit_noise=True),
+    "diffusers": Recipe("diffusers", reference_warp=True, reference_jump=True, restart_at_t1=False,
+                        noise_streams=False, shared_edit_noise=False),
+}
+
+
+@dataclass(frozen=True)
+class Jump:
+    """The DDPM forward jump t0 -> t1: integer timesteps (the reference's product) and ᾱ at both."""
+
+    t0: int
+    t1: int
+    alpha_bars: tuple[float, float]
+
+
+@dataclass
+class Anchor:
+    """What the anchor pass hands to rendering: frame 1's trajectory and everything frames 2..N need.
+
+    `x_t1`, `x_t0` are (videos, C, h, w); `forward_noise` (videos, N−1, C, h, w) is frame k's noise for
+    the jump at index k−1; `seeds` (videos × N+1) seed the step-noise streams (stream k+1 is frame k's
+    after t1), or None when the recipe passes the caller's `generator` on.
+    """
+
+    cond: Conditioning
+    guidance_scale: float
+    num_frames: int
+    size: tuple[int, int]  # (width, height) in pixels
+    motion: tuple[float, float]
+    recipe: Recipe
+    cross_frame: bool
+    x_t1: torch.Tensor
+    x_t0: torch.Tensor
+    forward_noise: torch.Tensor
+    jump: Jump
+    scheduler_at_t1: Any  # the scheduler every frame continues with from t1 (timesteps set)
+    timesteps_after_t1: torch.Tensor
+    scheduler_at_t0: Any  # frame 1's own scheduler after t0, for a one-frame video (text-to-image)
+    timesteps_after_t0: torch.Tensor
+    eta: float | None
+    seeds: list[list[int]] | None
+    generator: Any = None
+    frame1_generators_at_t0: list[torch.Generator] | None = None
+
+    @property
+    def videos(self) -> int:
+        return self.x_t0.shape[0]
 
 
 def check_prompts(prompt: Any, negative_prompt: Any) -> tuple[list[str], list[str]]:
@@ -53,115 +136,189 @@ def check_prompts(prompt: Any, negative_prompt: Any) -> tuple[list[str], list[st
 
 
 @torch.no_grad()
-def text_to_video(components: dict[str, Any], prompt: str | list[str], *, video_length: int = 8,
-                  height: int = 512, width: int = 512, num_inference_steps: int = 50, guidance_scale: float = 7.5,
-                  negative_prompt: str | list[str] | None = None, num_videos_per_prompt: int = 1, eta: float = 0.0,
-                  generator: torch.Generator | list[torch.Generator] | None = None,
-                  motion: tuple[float, float] = (12.0, 12.0), t0: int = 881, t1: int = 941,
-                  chunk_size: int | None = None, cross_frame: bool = True, compat: str = "t2vzero",
-                  background_smoothing: float | None = None,
-                  foreground_masks: Callable[[np.ndarray], np.ndarray] | None = None,
-                  progress: bool = True) -> VideoOutput:
-    """Generate `num_videos_per_prompt` videos of `video_length` frames for each prompt.
+def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_length: int = _D["video_length"],
+                height: int = 512, width: int = 512, num_inference_steps: int = _D["num_inference_steps"],
+                guidance_scale: float = _D["guidance_scale"],
+                negative_prompt: str | list[str] | None = None, num_videos_per_prompt: int = 1,
+                eta: float | None = None, generator: torch.Generator | list[torch.Generator] | None = None,
+                motion: tuple[float, float] = _D["motion"], t0: int = _D["t0"], t1: int = _D["t1"],
+                cross_frame: bool = True, compat: str = "t2vzero", scheduler: str | None = None,
+                timestep_spacing: str | None = None, progress: Any = None) -> Anchor:
+    """Phase 1: check the arguments, encode the prompts, draw the noise, denoise frame 1 to t1 and t0.
 
-    `components` holds unet, vae, text_encoder, tokenizer and scheduler (diffusers objects).
-    `compat="diffusers"` reproduces diffusers' deprecated TextToVideoZeroPipeline (its warp grid and
-    its forward-noise product); the default mode uses the exact ᾱ(t1)/ᾱ(t0) and pixel-centred shifts.
-    `background_smoothing` = α (paper: 0.6) runs the paper's optional smoothing: a second pass from t1
-    in which each frame's background moves towards frame 1's; `foreground_masks` maps (F, H, W, 3)
-    uint8 frames to (F, H, W) foreground masks (default: `t2vzero.smoothing.saliency_masks`).
+    `scheduler`/`timestep_spacing` pick another sampler on the model's noise schedule (see
+    `t2vzero.schedulers`). `progress` is an optional tqdm-like bar, advanced once per step.
     """
     prompts, negatives = check_prompts(prompt, negative_prompt)
     check_video_args(video_length=video_length, height=height, width=width, num_inference_steps=num_inference_steps,
-                     chunk_size=chunk_size, num_videos_per_prompt=num_videos_per_prompt, compat=compat)
+                     chunk_size=None, num_videos_per_prompt=num_videos_per_prompt, compat=compat)
     video_length = int(video_length)
     check_finite({"guidance_scale": guidance_scale, "eta": eta, "motion dx": motion[0], "motion dy": motion[1]})
+    recipe = RECIPES[compat]
+    unet, vae = components["unet"], components["vae"]
+    sched = copy.deepcopy(make_scheduler(components["scheduler"], scheduler, timestep_spacing))
+    device, dtype = unet.device, unet.dtype
+
+    # PNDM's Runge-Kutta warm-up cannot restart at t1, nor (compat mode) carry frame 1's state to more rows.
+    reject_unresumable(sched)
+    if not recipe.noise_streams and isinstance(generator, list | tuple) and len(generator) > 1:
+        raise UserError("compat='diffusers' takes one generator, as the reference does; pass one, or use the "
+                        "default mode for a generator per video")
+    set_timesteps(sched, num_inference_steps, device)
+    timesteps = sched.timesteps
+    steps = jump_steps(timesteps, t0, t1, sched.config.num_train_timesteps, getattr(sched, "order", 1))
+    i1, i0 = steps.t1_index, steps.t0_index
+    jump = Jump(int(timesteps[i0]), int(timesteps[i1]), (alpha_bar_at(sched, i0), alpha_bar_at(sched, i1)))
+    # Frames enter at t1 with no history of their own, so they start from a fresh scheduler there (as
+    # img2img does): multistep schedulers must not reuse frame 1's stored model outputs. The reference
+    # carries frame 1's scheduler on.
+    fresh, after_t1 = resume_at(sched, i1) if recipe.restart_at_t1 else (None, timesteps[i1:])
+
+    cond = encode_prompt(components, prompts, negatives, guidance_scale=guidance_scale,
+                         videos_per_prompt=num_videos_per_prompt)
+    videos = cond.videos
+    check_generator(generator, videos)
+    factor = vae_factor(vae)
+    if height % factor or width % factor:
+        raise UserError(f"size {width}x{height} must be a multiple of {factor}, this VAE's downsampling factor")
+    latent_shape = (unet.config.in_channels, height // factor, width // factor)
+    # Noise is drawn once for the whole video, in frame order: chunking cannot change it, and with one
+    # video the draws match the reference (x_T first, then the forward noise of frames 2..N).
+    x_T = randn_tensor((videos, *latent_shape), generator=generator, device=device, dtype=dtype)
+    x_T = x_T * sched.init_noise_sigma
+    # Step-noise seeds are read before the forward noise (without advancing the generator), so
+    # frame 1 does not depend on the number of frames.
+    seeds = stream_seeds(generator, videos, video_length + 1) if recipe.noise_streams else None
+    forward_noise = randn_tensor((videos, video_length - 1, *latent_shape), generator=generator, device=device,
+                                 dtype=dtype)
+
+    # Frame 1's two stretches share one set of generators: its step noise continues across t1.
+    frame1 = generators([per[0] for per in seeds]) if seeds is not None else generator
+    predict = Guidance(unet, cond, cfg_combine(guidance_scale), cross_frame=cross_frame)
+    start = Chunk([0], x_T, sched, step_kwargs(sched, frame1, eta))
+    with cross_frame_attention(unet):
+        (at_t1,) = denoise([start], timesteps[:i1], predict, progress=progress)
+        if fresh is None:
+            fresh = copy.deepcopy(sched)
+        (at_t0,) = denoise([at_t1], timesteps[i1:i0], predict, progress=progress)
+    return Anchor(cond=cond, guidance_scale=guidance_scale, num_frames=video_length, size=(width, height),
+                  motion=(float(motion[0]), float(motion[1])), recipe=recipe, cross_frame=cross_frame,
+                  x_t1=at_t1.latents, x_t0=at_t0.latents, forward_noise=forward_noise, jump=jump,
+                  scheduler_at_t1=fresh, timesteps_after_t1=after_t1, scheduler_at_t0=copy.deepcopy(sched),
+                  timesteps_after_t0=timesteps[i0:], eta=eta, seeds=seeds,
+                  generator=None if recipe.noise_streams else generator,
+                  frame1_generators_at_t0=copy.deepcopy(frame1) if seeds is not None else None)
+
+
+def render_steps(anchor: Anchor) -> int:
+    """Denoising steps `render` takes (for a progress bar)."""
+    return len(anchor.timesteps_after_t0 if anchor.num_frames == 1 else anchor.timesteps_after_t1)
+
+
+@torch.no_grad()
+def render_latents(components: dict[str, Any], anchor: Anchor, frame_ids: Sequence[int], *,
+                   chunk_size: int | None = None, after_step: Sequence[AfterStep] = (),
+                   progress: Any = None) -> torch.Tensor:
+    """Phase 2: (videos, len(frame_ids), C, h, w) final latents of `frame_ids` (any subset, any order).
+
+    Frames are denoised from t1 in chunks of at most `chunk_size`, advanced in lockstep so that frame 1
+    runs once per step; frame 1 is computed (not returned) when it is not asked for, since every frame
+    attends to it. A one-frame video continues frame 1's own scheduler: the scheduler's text-to-image.
+    """
+    ids = [int(k) for k in frame_ids]
+    if not ids or any(not 0 <= k < anchor.num_frames for k in ids) or len(set(ids)) != len(ids):
+        raise UserError(f"frame ids must be distinct, within 0..{anchor.num_frames - 1}, and at least one; got {ids}")
+    if chunk_size is not None and chunk_size < 2:
+        raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {chunk_size}")
+    unet = components["unet"]
+    predict = Guidance(unet, anchor.cond, cfg_combine(anchor.guidance_scale), cross_frame=anchor.cross_frame)
+    if anchor.num_frames == 1:
+        sched = copy.deepcopy(anchor.scheduler_at_t0)
+        gens = copy.deepcopy(anchor.frame1_generators_at_t0) if anchor.seeds is not None else anchor.generator
+        with cross_frame_attention(unet):
+            (done,) = denoise([Chunk([0], anchor.x_t0, sched, step_kwargs(sched, gens, anchor.eta))],
+                              anchor.timesteps_after_t0, predict, progress=progress)
+        return done.latents[:, None]
+    needed = set(ids) | ({0} if anchor.cross_frame or after_step else set())
+    chunks = []
+    for part in split_frames(sorted(needed), chunk_size):
+        sched = copy.deepcopy(anchor.scheduler_at_t1)
+        if anchor.seeds is not None:
+            gens = generators([per[k + 1] for per in anchor.seeds for k in part])
+        else:
+            gens = anchor.generator
+        chunks.append(Chunk(part, latents_at_t1(anchor, part).flatten(0, 1), sched,
+                            step_kwargs(sched, gens, anchor.eta)))
+    with cross_frame_attention(unet):
+        done = denoise(chunks, anchor.timesteps_after_t1, predict, after_step=after_step, progress=progress)
+    return gather(done, ids, anchor.videos)
+
+
+@torch.no_grad()
+def render(components: dict[str, Any], anchor: Anchor, frame_ids: Sequence[int] | None = None, *,
+           chunk_size: int | None = None, after_step: Sequence[AfterStep] = (), progress: Any = None) -> np.ndarray:
+    """Decoded (videos, len(frame_ids), H, W, 3) float32 frames in [0, 1]; all frames by default."""
+    ids = list(range(anchor.num_frames)) if frame_ids is None else list(frame_ids)
+    latents = render_latents(components, anchor, ids, chunk_size=chunk_size, after_step=after_step,
+                             progress=progress)
+    return decode_video(components["vae"], latents)
+
+
+def latents_at_t1(anchor: Anchor, frame_ids: Sequence[int]) -> torch.Tensor:
+    """(videos, len(ids), C, h, w) latents at t1: frame 1's own, the others moved and re-noised."""
+    others = [k for k in frame_ids if k != 0]
+    stacked = [anchor.x_t1[:, None]] if frame_ids[0] == 0 else []
+    if others:
+        sched = anchor.scheduler_at_t1
+        warped = torch.stack([anchor.recipe.warp(x[None].expand(len(others), -1, -1, -1), others, anchor.motion,
+                                                 anchor.size) for x in anchor.x_t0])
+        noise = anchor.forward_noise[:, [k - 1 for k in others]]
+        # Schedulers whose initial noise is scaled beyond 1 keep latents in sigma space (Euler, LMS...).
+        sigma_space = float(getattr(sched, "init_noise_sigma", 1.0)) > 1.0 + 1e-6
+        jumped = forward_jump(warped.flatten(0, 1), noise.flatten(0, 1), sched.alphas_cumprod, anchor.jump.t0,
+                              anchor.jump.t1, reference=anchor.recipe.reference_jump, sigma_space=sigma_space,
+                              alpha_bars=anchor.jump.alpha_bars)
+        stacked.append(jumped.view(anchor.videos, len(others), *anchor.x_t0.shape[1:]))
+    return torch.cat(stacked, dim=1)
+
+
+@torch.no_grad()
+def text_to_video(components: dict[str, Any], prompt: str | list[str], *, chunk_size: int | None = None,
+                  background_smoothing: float | None = None,
+                  foreground_masks: Callable[[np.ndarray], np.ndarray] | None = None,
+                  progress: bool = True, **anchor_args: Any) -> VideoOutput:
+    """Generate `num_videos_per_prompt` videos of `video_length` frames for each prompt.
+
+    `components` holds unet, vae, text_encoder, tokenizer and scheduler (diffusers objects);
+    `anchor_args` are `anchor_pass`'s. `compat="diffusers"` reproduces diffusers' deprecated
+    TextToVideoZeroPipeline (see `RECIPES`). `background_smoothing` = α (paper: 0.6) runs the paper's
+    optional smoothing: a second pass from t1 in which each frame's background moves towards frame
+    1's; `foreground_masks` maps (F, H, W, 3) uint8 frames to (F, H, W) foreground masks (default:
+    `t2vzero.smoothing.saliency_masks`).
+    """
+    compat = anchor_args.get("compat", "t2vzero")
+    if chunk_size is not None and chunk_size < 2:
+        raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {chunk_size}")
     if background_smoothing is not None:
         if compat != "t2vzero" or not 0.0 <= float(background_smoothing) <= 1.0:
             raise UserError(f"background smoothing needs 0 <= alpha <= 1 (paper: 0.6) and compat='t2vzero', got "
                             f"alpha={background_smoothing}, compat={compat!r}")
-    unet, vae, scheduler = components["unet"], components["vae"], copy.deepcopy(components["scheduler"])
-    device, dtype = unet.device, unet.dtype
-
-    # PNDM's Runge-Kutta warm-up cannot restart at t1, nor (compat mode) carry frame 1's state to more rows.
-    reject_unresumable(scheduler)
-    if compat == "diffusers" and isinstance(generator, list | tuple) and len(generator) > 1:
-        raise UserError("compat='diffusers' takes one generator, as the reference does; pass one, or use the "
-                        "default mode for a generator per video")
-    scheduler.set_timesteps(num_inference_steps, device=device)
-    timesteps = scheduler.timesteps
-    i1, i0 = t0_t1_indices(timesteps, t0, t1, scheduler.config.num_train_timesteps, getattr(scheduler, "order", 1))
-    jump = Jump(int(timesteps[i0]), int(timesteps[i1]), (alpha_bar_at(scheduler, i0), alpha_bar_at(scheduler, i1)))
-    # Frames 2..N enter at t1 with no history of their own, so they start from a fresh scheduler there
-    # (as img2img does): multistep schedulers must not reuse frame 1's stored model outputs. The
-    # reference (compat mode) carries frame 1's scheduler on, so that mode does too.
-    at_t1, after_t1 = resume_at(scheduler, i1) if compat == "t2vzero" else (None, timesteps[i1:])
-
-    n = num_videos_per_prompt
-    text = encode_prompts(components["tokenizer"], components["text_encoder"], prompts, device).to(dtype)
-    groups = [text]
-    if guidance_scale > 1.0:
-        groups.insert(0, encode_prompts(components["tokenizer"], components["text_encoder"], negatives,
-                                        device).to(dtype))
-    embeds = torch.stack(groups).repeat_interleave(n, dim=1)  # (groups, videos, tokens, dim)
-    videos = embeds.shape[1]
-    check_generator(generator, videos)
-
-    vae_scale = vae_factor(vae)
-    if height % vae_scale or width % vae_scale:
-        raise UserError(f"size {width}x{height} must be a multiple of {vae_scale}, this VAE's downsampling factor")
-    latent_shape = (unet.config.in_channels, height // vae_scale, width // vae_scale)
-    # Noise is drawn once for the whole video, in frame order: chunking cannot change it, and with one
-    # video the draws match the reference (x_T first, then the forward noise of frames 2..N).
-    x_T = randn_tensor((videos, *latent_shape), generator=generator, device=device, dtype=dtype)
-    x_T = x_T * scheduler.init_noise_sigma
-    # Step noise (eta > 0, ancestral samplers) per (video, frame) stream, so chunking cannot change it;
-    # stream 0 is frame 1's before t1, stream k + 1 frame k's after. Seeded before the forward noise is
-    # drawn (without advancing the generator), so frame 1 does not depend on the number of frames.
-    # Compat mode passes the generator on, as the reference does.
-    streams = frame_generators(generator, videos, video_length + 1) if compat == "t2vzero" else None
-    eps = randn_tensor((videos, video_length - 1, *latent_shape), generator=generator, device=device,
-                       dtype=dtype)
-
-    def step_args(ids: Sequence[int], *, before_t1: bool = False) -> dict[str, Any]:
-        if streams is None:
-            return step_kwargs(scheduler, generator, eta)
-        picked = [per[0] for per in streams] if before_t1 else [per[k + 1] for per in streams for k in ids]
-        return step_kwargs(scheduler, [copy.deepcopy(g) for g in picked], eta)
-
-    chunks = chunk_frame_ids(video_length, chunk_size)
-    if video_length == 1:  # a still image: nothing to smooth, and frame 1 simply goes on as text-to-image
-        background_smoothing = None
-    passes = 1 if background_smoothing is None else 2
-    total = len(timesteps) if video_length == 1 else i0 + len(after_t1) * len(chunks) * passes
-    bar = tqdm(total=total, disable=not progress, desc="denoising", unit="step", leave=False)
-    with cross_frame_attention(unet, enabled=cross_frame) as processor:
-        predict = Guidance(unet, embeds, cfg_combine(guidance_scale), processor)
-        # Frame 1's two runs share one set of generators: its step noise continues across t1.
-        before = step_args([0], before_t1=True)
-        x_t1 = denoise(x_T, timesteps[:i1], scheduler, predict, [0], extra_step_kwargs=before, progress=bar)
-        if at_t1 is None:
-            at_t1 = copy.deepcopy(scheduler)
-        x_t0 = denoise(x_t1, timesteps[i1:i0], scheduler, predict, [0], extra_step_kwargs=before, progress=bar)
-
-        def all_frames(after_step_for: Any = None) -> np.ndarray:
-            return denoise_chunks(
-                chunks, lambda ids: latents_at_t1(x_t1, x_t0, eps, ids, motion, (width, height), scheduler, jump,
-                                                  compat).flatten(0, 1),
-                after_t1, at_t1, predict, vae, videos=videos, num_frames=video_length,
-                step_kwargs_for=step_args, after_step_for=after_step_for, progress=bar)
-
-        if video_length == 1:  # text-to-image: frame 1's own scheduler (and its history) continues to the end
-            x_0 = denoise(x_t0, timesteps[i0:], scheduler, predict, [0], extra_step_kwargs=before, progress=bar)
-            bar.close()
-            return VideoOutput(frames=generate.decode_latents(vae, x_0)[:, None])
-        frames = all_frames()
+    bar = tqdm(disable=not progress, desc="denoising", unit="step", leave=False)
+    try:
+        anchor = anchor_pass(components, prompt, progress=bar, **anchor_args)
+        if anchor.num_frames == 1:  # a still image: nothing to smooth
+            background_smoothing = None
+        passes = 1 if background_smoothing is None else 2
+        bar.total = bar.n + render_steps(anchor) * passes
+        bar.refresh()
+        frames = render(components, anchor, chunk_size=chunk_size, progress=bar)
         if background_smoothing is not None:
             # The second pass replays the first exactly (same noise, same frame 1) but for the blending.
-            masks = _foreground(frames, foreground_masks or saliency_masks, latent_shape[1:])
-            frames = all_frames(lambda ids: _smoother(ids, masks, motion, (width, height), videos,
-                                                      float(background_smoothing)))
-    bar.close()
+            masks = _foreground(frames, foreground_masks or saliency_masks, tuple(anchor.x_t0.shape[-2:]))
+            frames = render(components, anchor, chunk_size=chunk_size, progress=bar,
+                            after_step=[_smoother(masks, anchor, float(background_smoothing))])
+    finally:
+        bar.close()
     return VideoOutput(frames=frames)
 
 
@@ -177,50 +334,16 @@ def _foreground(frames: np.ndarray, mask_fn: Callable[[np.ndarray], np.ndarray],
     return torch.stack(per_video)
 
 
-def _smoother(ids: Sequence[int], masks: torch.Tensor, motion: tuple[float, float], size: tuple[int, int],
-              videos: int, alpha: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The per-step background blend for one chunk (frame 1 leads every chunk)."""
-    chunk_masks = masks[:, list(ids)]
+def _smoother(masks: torch.Tensor, anchor: Anchor, alpha: float) -> AfterStep:
+    """The per-step background blend (paper §3.3.2) for any chunk, given frame 1's latents of the step."""
 
-    def after_step(latents: torch.Tensor) -> torch.Tensor:
+    def after_step(latents: torch.Tensor, ids: Sequence[int], first: torch.Tensor) -> torch.Tensor:
+        videos = anchor.videos
         stack = latents.view(videos, len(ids), *latents.shape[1:])
         latent_size = (stack.shape[-1], stack.shape[-2])
-        shifts = latent_shifts(ids, motion, size, latent_size)
-        blended = [blend_backgrounds(stack[v], stack[v, 0], chunk_masks[v], shifts, alpha) for v in range(videos)]
+        shifts = latent_shifts(ids, anchor.motion, anchor.size, latent_size)
+        chunk_masks = masks[:, list(ids)]
+        blended = [blend_backgrounds(stack[v], first[v], chunk_masks[v], shifts, alpha) for v in range(videos)]
         return torch.stack(blended).flatten(0, 1)
 
     return after_step
-
-
-@dataclass(frozen=True)
-class Jump:
-    """The DDPM forward jump t0 -> t1: integer timesteps (the reference's product) and ᾱ at both."""
-
-    t0: int
-    t1: int
-    alpha_bars: tuple[float, float]
-
-
-def latents_at_t1(x_t1: torch.Tensor, x_t0: torch.Tensor, eps: torch.Tensor, ids: Sequence[int],
-                  motion: tuple[float, float], size: tuple[int, int], scheduler: Any, jump: Jump,
-                  compat: str) -> torch.Tensor:
-    """(videos, len(ids), C, h, w) latents at t1: frame 1's own, the others warped and re-noised."""
-    others = [k for k in ids if k != 0]
-    stacked = [x_t1[:, None]] if ids[0] == 0 else []
-    if others:
-        videos = x_t0.shape[0]
-        copies = x_t0[:, None].expand(-1, len(others), -1, -1, -1).flatten(0, 1)
-        if compat == "diffusers":
-            warped = torch.cat([reference_warp_latents(copies[v * len(others):(v + 1) * len(others)], others, motion)
-                                for v in range(videos)])
-        else:
-            latent_size = (x_t0.shape[-1], x_t0.shape[-2])
-            shifts = latent_shifts(others, motion, size, latent_size)
-            warped = translate_latents(copies, shifts.repeat(videos, 1))
-        noise = eps[:, [k - 1 for k in others]].flatten(0, 1)
-        # Schedulers whose initial noise is scaled beyond 1 keep latents in sigma space (Euler, LMS...).
-        sigma_space = float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1.0 + 1e-6
-        jumped = forward_jump(warped, noise, scheduler.alphas_cumprod, jump.t0, jump.t1,
-                              reference=compat == "diffusers", sigma_space=sigma_space, alpha_bars=jump.alpha_bars)
-        stacked.append(jumped.view(videos, len(others), *x_t0.shape[1:]))
-    return torch.cat(stacked, dim=1)

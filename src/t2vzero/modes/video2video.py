@@ -19,19 +19,27 @@ from tqdm.auto import tqdm
 
 from ..attention import cross_frame_attention
 from ..checks import check_finite, check_run_args
+from ..defaults import CONTROL, pick
 from ..errors import UserError
 from ..generate import (
+    Chunk,
     Guidance,
+    UnetHook,
     VideoOutput,
     cfg_combine,
     check_generator,
-    chunk_frame_ids,
-    denoise_chunks,
-    encode_prompts,
-    frame_generators,
+    decode_video,
+    denoise,
+    encode_prompt,
+    gather,
+    generators,
+    split_frames,
     step_kwargs,
+    stream_seeds,
     vae_factor,
 )
+from ..schedulers import make_scheduler, set_timesteps
+from .text2video import RECIPES
 
 
 def frames_to_tensor(frames: np.ndarray, device: Any, dtype: Any, normalize: bool) -> torch.Tensor:
@@ -40,27 +48,28 @@ def frames_to_tensor(frames: np.ndarray, device: Any, dtype: Any, normalize: boo
     return (x * 2 - 1 if normalize else x).to(device=device, dtype=dtype)
 
 
-def _run(components: dict[str, Any], guidance: Guidance, x_T: torch.Tensor, num_frames: int,
-         num_inference_steps: int, chunk_size: int | None, generator: Any, eta: float, compat: str,
-         models: Sequence[Any], progress: bool) -> VideoOutput:
-    """Denoise every frame from x_T (chunk by chunk, frame 1 anchoring each) and decode."""
-    unet, vae = components["unet"], components["vae"]
-    scheduler = copy.deepcopy(components["scheduler"])
-    scheduler.set_timesteps(num_inference_steps, device=unet.device)
-    timesteps = scheduler.timesteps
-    chunks = chunk_frame_ids(num_frames, chunk_size)
-    per_frame = frame_generators(generator, 1, num_frames)[0] if compat == "t2vzero" else None
-    bar = tqdm(total=len(timesteps) * len(chunks), disable=not progress, desc="denoising", unit="step", leave=False)
-    with cross_frame_attention(*models) as processor:
-        guidance.processor = processor
-        # Fresh copies of the per-frame generators for each chunk: the anchor replays its own noise.
-        frames = denoise_chunks(
-            chunks, lambda ids: x_T[list(ids)] * scheduler.init_noise_sigma, timesteps, scheduler, guidance, vae,
-            videos=1, num_frames=num_frames, progress=bar,
-            step_kwargs_for=lambda ids: step_kwargs(
-                scheduler, [copy.deepcopy(per_frame[k]) for k in ids] if per_frame is not None else generator, eta))
-    bar.close()
-    return VideoOutput(frames=frames)
+def _run(components: dict[str, Any], guidance: Guidance, x_T: torch.Tensor, num_inference_steps: int,
+         chunk_size: int | None, generator: Any, eta: float | None, compat: str, models: Sequence[Any],
+         scheduler: str | None, timestep_spacing: str | None, progress: bool) -> VideoOutput:
+    """Denoise every frame from x_T (chunks in lockstep, frame 1 computed once per step) and decode."""
+    unet = components["unet"]
+    sched = copy.deepcopy(make_scheduler(components["scheduler"], scheduler, timestep_spacing))
+    set_timesteps(sched, num_inference_steps, unet.device)
+    num_frames = len(x_T)
+    seeds = stream_seeds(generator, 1, num_frames)[0] if RECIPES[compat].noise_streams else None
+    chunks = []
+    for ids in split_frames(range(num_frames), chunk_size):
+        chunk_sched = copy.deepcopy(sched)
+        gens = generators([seeds[k] for k in ids]) if seeds is not None else generator
+        chunks.append(Chunk(ids, x_T[ids] * sched.init_noise_sigma, chunk_sched,
+                            step_kwargs(chunk_sched, gens, eta)))
+    bar = tqdm(total=len(sched.timesteps), disable=not progress, desc="denoising", unit="step", leave=False)
+    try:
+        with cross_frame_attention(*models):
+            done = denoise(chunks, sched.timesteps, guidance, progress=bar)
+    finally:
+        bar.close()
+    return VideoOutput(frames=decode_video(components["vae"], gather(done, range(num_frames), 1)))
 
 
 def _start_noise(shape: tuple[int, ...], frames: int, generator: Any, device: Any, dtype: Any,
@@ -100,54 +109,23 @@ def _check_run_args(prompt: Any, negative_prompt: Any, num_inference_steps: int,
     return prompts[0], negatives[0]
 
 
-@torch.no_grad()
-def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[np.ndarray],
-                  controlnets: Sequence[Any], *, scales: Sequence[float] | None = None,
-                  negative_prompt: str = "", num_inference_steps: int = 20, guidance_scale: float = 9.0,
-                  eta: float = 0.0, generator: Any = None, chunk_size: int | None = None,
-                  compat: str = "t2vzero", progress: bool = True) -> VideoOutput:
-    """ControlNet video (paper §4.2): one shared noise, cross-frame attention in UNet and ControlNets.
+def _controlnet_hook(controlnets: Sequence[Any], scales: Sequence[float], conds: Sequence[torch.Tensor],
+                     groups: int) -> UnetHook:
+    """ControlNet residuals for the frames of a call; the nets see the call's cross-frame attention too."""
 
-    `conditions` holds one (F, H, W, 3) uint8 video of condition maps per ControlNet.
-    """
-    prompt, negative_prompt = _check_run_args(prompt, negative_prompt, num_inference_steps, chunk_size, compat,
-                                              {"guidance_scale": guidance_scale})
-    if not isinstance(controlnets, list | tuple):
-        controlnets = [controlnets]
-    if isinstance(conditions, np.ndarray) and conditions.ndim == 4:
-        conditions = [conditions]
-    if not controlnets or len(conditions) != len(controlnets):
-        raise UserError(f"give one condition video per ControlNet ({len(controlnets)} ControlNets, "
-                        f"{len(conditions)} conditions)")
-    scales = [1.0] * len(controlnets) if scales is None else \
-        [float(scales)] * len(controlnets) if isinstance(scales, int | float) else [float(x) for x in scales]
-    if len(scales) != len(controlnets) or not all(math.isfinite(x) for x in scales):
-        raise UserError(f"give one finite scale per ControlNet ({len(controlnets)} ControlNets, scales {scales})")
-    unet, vae = components["unet"], components["vae"]
-    vae_scale = vae_factor(vae)
-    conditions = [check_frames(c, f"condition video {i}", vae_scale) for i, c in enumerate(conditions, 1)]
-    num_frames, height, width = conditions[0].shape[:3]
-    for c in conditions[1:]:
-        if c.shape[:3] != conditions[0].shape[:3]:
-            raise UserError(f"condition videos differ in frames or size: {c.shape[:3]} vs {conditions[0].shape[:3]}")
-    _check_controlnets(unet, controlnets, vae_scale)
-    device, dtype = unet.device, unet.dtype
-    embeds = _text_groups(components, [prompt], [negative_prompt], guidance_scale > 1.0, device, dtype)
-    groups = embeds.shape[0]
-    conds = [frames_to_tensor(c, device, dtype, normalize=False) for c in conditions]
-
-    def hook(model_input: torch.Tensor, t: torch.Tensor, text: torch.Tensor, frame_ids: Sequence[int]):
+    def hook(model_input: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any], frame_ids: Sequence[int]):
         down, mid = None, None
+        n = len(frame_ids)
         for net, scale, cond in zip(controlnets, scales, conds, strict=True):
             # Nets that pool their condition globally (e.g. shuffle) act in guess mode, as in diffusers:
             # they see only the text group and add nothing to the unconditional one, which would
             # otherwise cancel their effect under guidance.
             pooled = groups > 1 and bool(getattr(net.config, "global_pool_conditions", False))
-            n = len(frame_ids)
-            x, states = (model_input[-n:], text[-n:]) if pooled else (model_input, text)
+            rows = slice(-n, None) if pooled else slice(None)
+            net_kwargs = {k: _rows(v, rows) for k, v in kwargs.items()}
             image = cond[list(frame_ids)].repeat(1 if pooled else groups, 1, 1, 1)
-            d, m = net(x, t, encoder_hidden_states=states, controlnet_cond=image, conditioning_scale=scale,
-                       guess_mode=pooled, return_dict=False)
+            d, m = net(model_input[rows], t, controlnet_cond=image, conditioning_scale=scale, guess_mode=pooled,
+                       return_dict=False, **net_kwargs)
             if pooled:
                 d = [torch.cat([torch.zeros_like(r).repeat(groups - 1, 1, 1, 1), r]) for r in d]
                 m = torch.cat([torch.zeros_like(m).repeat(groups - 1, 1, 1, 1), m])
@@ -155,26 +133,83 @@ def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[
             mid = m if mid is None else mid + m
         return model_input, {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
-    shape = (unet.config.in_channels, height // vae_scale, width // vae_scale)
+    return hook
+
+
+def _rows(value: Any, rows: slice) -> Any:
+    """The batch rows `rows` of a UNet argument (tensors, dicts of tensors); other values as they are."""
+    if isinstance(value, torch.Tensor):
+        return value[rows]
+    if isinstance(value, dict) and all(isinstance(v, torch.Tensor) for v in value.values()):
+        return {k: v[rows] for k, v in value.items()}
+    return value
+
+
+@torch.no_grad()
+def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[np.ndarray],
+                  controlnets: Sequence[Any], *, scales: Sequence[float] | float | None = None,
+                  negative_prompt: str = "", num_inference_steps: int | None = None,
+                  guidance_scale: float | None = None, eta: float | None = None, generator: Any = None,
+                  chunk_size: int | None = None, compat: str = "t2vzero", scheduler: str | None = None,
+                  timestep_spacing: str | None = None, progress: bool = True) -> VideoOutput:
+    """ControlNet video (paper §4.2): one shared noise, cross-frame attention in UNet and ControlNets.
+
+    `conditions` holds one (F, H, W, 3) uint8 video of condition maps per ControlNet. None arguments
+    take `t2vzero.defaults.CONTROL`.
+    """
+    num_inference_steps = pick("control", "num_inference_steps", num_inference_steps)
+    guidance_scale = pick("control", "guidance_scale", guidance_scale)
+    prompt, negative_prompt = _check_run_args(prompt, negative_prompt, num_inference_steps, chunk_size, compat,
+                                              {"guidance_scale": guidance_scale, "eta": eta})
+    if not isinstance(controlnets, list | tuple):
+        controlnets = [controlnets]
+    if isinstance(conditions, np.ndarray) and conditions.ndim == 4:
+        conditions = [conditions]
+    if not controlnets or len(conditions) != len(controlnets):
+        raise UserError(f"give one condition video per ControlNet ({len(controlnets)} ControlNets, "
+                        f"{len(conditions)} conditions)")
+    default_scale = CONTROL["controlnet_scale"]
+    scales = [default_scale] * len(controlnets) if scales is None else \
+        [float(scales)] * len(controlnets) if isinstance(scales, int | float) else [float(x) for x in scales]
+    if len(scales) != len(controlnets) or not all(math.isfinite(x) for x in scales):
+        raise UserError(f"give one finite scale per ControlNet ({len(controlnets)} ControlNets, scales {scales})")
+    unet, vae = components["unet"], components["vae"]
+    factor = vae_factor(vae)
+    conditions = [check_frames(c, f"condition video {i}", factor) for i, c in enumerate(conditions, 1)]
+    num_frames, height, width = conditions[0].shape[:3]
+    for c in conditions[1:]:
+        if c.shape[:3] != conditions[0].shape[:3]:
+            raise UserError(f"condition videos differ in frames or size: {c.shape[:3]} vs {conditions[0].shape[:3]}")
+    _check_controlnets(unet, controlnets, factor)
+    device, dtype = unet.device, unet.dtype
+    cond = encode_prompt(components, [prompt], [negative_prompt], guidance_scale=guidance_scale)
+    maps = [frames_to_tensor(c, device, dtype, normalize=False) for c in conditions]
+    shape = (unet.config.in_channels, height // factor, width // factor)
     x_T = _start_noise(shape, num_frames, generator, device, dtype, shared=True)
-    guidance = Guidance(unet, embeds, cfg_combine(guidance_scale), hook=hook)
-    return _run(components, guidance, x_T, num_frames, num_inference_steps, chunk_size, generator, eta, compat,
-                [unet, *controlnets], progress)
+    guidance = Guidance(unet, cond, cfg_combine(guidance_scale),
+                        hooks=[_controlnet_hook(controlnets, scales, maps, cond.groups)])
+    return _run(components, guidance, x_T, num_inference_steps, chunk_size, generator, eta, compat,
+                [unet, *controlnets], scheduler, timestep_spacing, progress)
 
 
 @torch.no_grad()
 def edit_video(components: dict[str, Any], instruction: str, frames: np.ndarray, *, negative_prompt: str = "",
-               num_inference_steps: int = 50, guidance_scale: float = 7.5, image_guidance_scale: float = 1.5,
-               eta: float = 0.0, generator: Any = None, chunk_size: int | None = None, compat: str = "t2vzero",
-               progress: bool = True) -> VideoOutput:
+               num_inference_steps: int | None = None, guidance_scale: float | None = None,
+               image_guidance_scale: float | None = None, eta: float | None = None, generator: Any = None,
+               chunk_size: int | None = None, compat: str = "t2vzero", scheduler: str | None = None,
+               timestep_spacing: str | None = None, progress: bool = True) -> VideoOutput:
     """Video Instruct-Pix2Pix (paper §4.3): edit (F, H, W, 3) uint8 frames by an instruction.
 
     The UNet takes 8 channels (noise latents + the input frame's latents); cross-frame attention runs
     in each of the three guidance groups (text+image, image only, neither). The default mode starts
     every frame from one shared noise; `compat="diffusers"` draws one per frame, as diffusers' recipe.
+    None arguments take `t2vzero.defaults.EDIT`.
     """
+    num_inference_steps = pick("edit", "num_inference_steps", num_inference_steps)
+    guidance_scale = pick("edit", "guidance_scale", guidance_scale)
+    image_guidance_scale = pick("edit", "image_guidance_scale", image_guidance_scale)
     instruction, negative_prompt = _check_run_args(instruction, negative_prompt, num_inference_steps, chunk_size,
-                                                   compat, {"guidance_scale": guidance_scale,
+                                                   compat, {"guidance_scale": guidance_scale, "eta": eta,
                                                             "image_guidance_scale": image_guidance_scale})
     unet, vae = components["unet"], components["vae"]
     frames = check_frames(frames, "frames", vae_factor(vae))
@@ -184,40 +219,30 @@ def edit_video(components: dict[str, Any], instruction: str, frames: np.ndarray,
                         f"{2 * latent_channels}; give an Instruct-Pix2Pix checkpoint")
     device, dtype = unet.device, unet.dtype
     guided = guidance_scale > 1.0 and image_guidance_scale >= 1.0
-    text = _text_groups(components, [instruction], [negative_prompt], guided, device, dtype)
+    text = encode_prompt(components, [instruction], [negative_prompt], guidance_scale=guidance_scale, guided=guided)
     # Instruct-Pix2Pix's groups are [text+image, image, neither]: text first, the empty prompt twice.
-    embeds = torch.stack([text[-1], text[0], text[0]]) if guided else text
+    cond = text.pick_groups([1, 0, 0]) if guided else text
     images = frames_to_tensor(frames, device, vae.dtype, normalize=True)
     image_latents = torch.cat([vae.encode(images[i:i + 8]).latent_dist.mode() for i in range(0, len(images), 8)])
     image_latents = image_latents.to(dtype)
 
-    def hook(model_input: torch.Tensor, t: torch.Tensor, text: torch.Tensor, frame_ids: Sequence[int]):
+    def hook(model_input: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any], frame_ids: Sequence[int]):
         lat = image_latents[list(frame_ids)]
         extra = torch.cat([lat, lat, torch.zeros_like(lat)]) if guided else lat
         return torch.cat([model_input, extra], dim=1), {}
 
-    def combine(eps: torch.Tensor) -> torch.Tensor:
-        if eps.shape[0] == 1:
-            return eps[0]
-        with_text, image_only, neither = eps
+    def combine(noise_pred: torch.Tensor) -> torch.Tensor:
+        if noise_pred.shape[0] == 1:
+            return noise_pred[0]
+        with_text, image_only, neither = noise_pred
         return neither + guidance_scale * (with_text - image_only) + image_guidance_scale * (image_only - neither)
 
     num_frames = len(frames)
     x_T = _start_noise(tuple(image_latents.shape[1:]), num_frames, generator, device, dtype,
-                       shared=compat == "t2vzero")
-    guidance = Guidance(unet, embeds, combine, hook=hook)
-    return _run(components, guidance, x_T, num_frames, num_inference_steps, chunk_size, generator, eta, compat,
-                [unet], progress)
-
-
-def _text_groups(components: dict[str, Any], prompts: list[str], negatives: list[str], guided: bool, device: Any,
-                 dtype: Any) -> torch.Tensor:
-    """(groups, videos, tokens, dim): [negative, text] with guidance, else [text]."""
-    tok, enc = components["tokenizer"], components["text_encoder"]
-    groups = [encode_prompts(tok, enc, prompts, device).to(dtype)]
-    if guided:
-        groups.insert(0, encode_prompts(tok, enc, negatives, device).to(dtype))
-    return torch.stack(groups)
+                       shared=RECIPES[compat].shared_edit_noise)
+    guidance = Guidance(unet, cond, combine, hooks=[hook])
+    return _run(components, guidance, x_T, num_inference_steps, chunk_size, generator, eta, compat, [unet],
+                scheduler, timestep_spacing, progress)
 
 
 def _check_controlnets(unet: Any, controlnets: Sequence[Any], vae_scale: int) -> None:

@@ -1,0 +1,30 @@
+"""The one table of defaults: the paper's and each mode's. The API, the command line (its help text
+too), the app and the benchmarks all read it; a model folder's `t2vzero.json` may override the
+text-to-video entries for that model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Text-to-video, as in the paper (§3.3, §4.1) and the reference implementations.
+TEXT_TO_VIDEO: dict[str, Any] = {
+    "video_length": 8, "num_inference_steps": 50, "guidance_scale": 7.5, "motion": (12.0, 12.0),
+    "t0": 881, "t1": 941, "fps": 4.0,
+}
+# ControlNet video (paper §4.2) and editing by instruction (§4.3), as the official implementation runs them.
+CONTROL: dict[str, Any] = {"num_inference_steps": 20, "guidance_scale": 9.0, "controlnet_scale": 1.0,
+                           "canny_low": 100, "canny_high": 200}
+EDIT: dict[str, Any] = {"num_inference_steps": 50, "guidance_scale": 7.5, "image_guidance_scale": 1.5}
+# Reading input clips (both video-to-video modes).
+CLIP: dict[str, Any] = {"resolution": 512, "every": 1, "fps": 8.0}
+
+MODES: dict[str, dict[str, Any]] = {"generate": TEXT_TO_VIDEO, "control": CONTROL, "edit": EDIT}
+
+
+def pick(mode: str, name: str, value: Any, model_defaults: dict[str, Any] | None = None) -> Any:
+    """`value` if given, else the model's default (text-to-video only), else the mode's."""
+    if value is not None:
+        return value
+    if mode == "generate" and model_defaults and name in model_defaults:
+        return model_defaults[name]
+    return MODES[mode].get(name)
