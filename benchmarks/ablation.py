@@ -23,7 +23,9 @@ import numpy as np
 
 
 def run_variant(pipe, prompts, *, cross_frame: bool, motion: tuple[float, float] | None, frames: int,
-                t0: int | None = None, t1: int | None = None, steps: int | None = None, seed: int = 0):
+                t0: int | None = None, t1: int | None = None, steps: int | None = None, seed: int = 0,
+                **extra):
+    """Judge one variant's videos; `extra` goes to the pipeline call (e.g. scheduler=...)."""
     import torch
 
     from t2vzero.evaluate import judge_metrics, moves_monotonically
@@ -33,7 +35,8 @@ def run_variant(pipe, prompts, *, cross_frame: bool, motion: tuple[float, float]
     rows = []
     for i, prompt in enumerate(prompts):
         out = pipe(prompt, video_length=frames, generator=torch.Generator().manual_seed(seed + i), motion=motion,
-                   cross_frame_attention=cross_frame, t0=t0, t1=t1, num_inference_steps=steps, progress=False)
+                   cross_frame_attention=cross_frame, t0=t0, t1=t1, num_inference_steps=steps, progress=False,
+                   **extra)
         video = out.uint8()[0]
         m = judge_metrics(video, prompt)
         # Positive δ moves content left/up (as the reference): x and y decrease.

@@ -59,8 +59,27 @@ def page(app_url):
         browser.close()
 
 
+def listening_addresses(port: int) -> list[str]:
+    """Local addresses of the sockets listening on `port`, read from the kernel's tables (IPv4 and IPv6)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.rsplit(":", 1)
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    found.append(address)
+    return found
+
+
 def test_binds_loopback_only(app_url):
-    assert app_url.startswith("http://127.0.0.1:")
+    port = int(app_url.rstrip("/").rsplit(":", 1)[1])
+    addresses = listening_addresses(port)
+    assert addresses, f"nothing listens on port {port}"
+    # 0100007F is 127.0.0.1 (little-endian hex); anything else (0.0.0.0, ::) would expose the app.
+    assert all(a == "0100007F" for a in addresses), addresses
 
 
 def test_text_to_video_with_the_built_in_model_shows_a_playable_video(page):

@@ -46,6 +46,39 @@ def test_generate_with_background_smoothing(capsys, tmp_path, tiny_model_dir):
     assert code == 0 and out.strip() == str(tmp_path / "s.gif"), err
 
 
+@pytest.fixture
+def pipeline_calls(monkeypatch):
+    """The keyword arguments every text-to-video call receives (the real call still runs)."""
+    import t2vzero.modes.text2video as t2v
+
+    calls, real = [], t2v.text_to_video
+
+    def recording(components, prompt, **kwargs):
+        calls.append(kwargs)
+        return real(components, prompt, **kwargs)
+
+    monkeypatch.setattr(t2v, "text_to_video", recording)
+    return calls
+
+
+def test_every_generation_option_reaches_the_pipeline(capsys, tmp_path, tiny_model_dir, pipeline_calls):
+    model = ["--model", str(tiny_model_dir), *FAST]
+    code, _, err = cli(capsys, "generate", "a red circle", *model, "--no-motion", "--no-cross-frame-attention",
+                       "--compat", "diffusers", "--scheduler", "euler", "--timestep-spacing", "trailing",
+                       "--t0", "300", "--t1", "700", "--guidance", "3", "--seed", "9", "-o", str(tmp_path / "a.gif"))
+    assert code == 0, err
+    code, _, err = cli(capsys, "generate", "a red circle", *model, "--background-smoothing", "0.6", "--chunk-size",
+                       "2", "--motion", "8,-4", "-o", str(tmp_path / "b.gif"))
+    assert code == 0, err
+    first, second = pipeline_calls
+    assert first["motion"] == (0.0, 0.0) and first["cross_frame"] is False and first["compat"] == "diffusers"
+    assert (first["scheduler"], first["timestep_spacing"]) == ("euler", "trailing")
+    assert (first["t0"], first["t1"], first["guidance_scale"], first["num_inference_steps"]) == (300, 700, 3.0, 4)
+    assert first["generator"].initial_seed() == 9 and first["video_length"] == 3
+    assert second["background_smoothing"] == 0.6 and second["chunk_size"] == 2 and second["motion"] == (8.0, -4.0)
+    assert second["compat"] == "t2vzero" and second["cross_frame"] is True and second["scheduler"] is None
+
+
 @pytest.mark.parametrize("args,match", [
     (["--frames", "0"], "frames must be at least 1"),
     (["--size", "30x30"], "multiples of 8"),

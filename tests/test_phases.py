@@ -95,7 +95,7 @@ def test_two_generations_on_one_model_from_two_threads_equal_each_alone(tiny, la
     for _ in range(2):
         results, errors = [None, None], []
 
-        def work(i):
+        def work(i, results=results, errors=errors):
             try:
                 results[i] = run(jobs[i])
             except Exception as exc:  # surfaced below

@@ -18,7 +18,7 @@ from diffusers import (
 
 from t2vzero import TextToVideoZero
 from t2vzero.errors import UserError
-from t2vzero.schedule import alpha_bar_at, forward_jump, resume_at, jump_steps
+from t2vzero.schedule import alpha_bar_at, forward_jump, jump_steps, resume_at
 
 SD_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                    clip_sample=False, set_alpha_to_one=False, steps_offset=1)

@@ -99,8 +99,10 @@ def build(runner: Runner) -> Any:
     import gradio as gr
     import torch
 
+    from .defaults import CLIP, CONTROL, EDIT, TEXT_TO_VIDEO
     from .errors import UserError
     from .inputs import ANNOTATORS, annotate, match_condition_video
+    from .schedulers import SCHEDULERS, SPACINGS
 
     def guarded(fn: Any) -> Any:
         def run(*args: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:  # noqa: B008 (Gradio's idiom)
@@ -111,7 +113,7 @@ def build(runner: Runner) -> Any:
         return run
 
     def text_to_video(model, prompt, negative, frames, steps, guidance, seed, width, height, dx, dy, t0, t1,
-                      chunk, no_cfa, no_motion, smoothing, fps, compat, lora, lora_scale):
+                      chunk, no_cfa, no_motion, smoothing, fps, scheduler, spacing, compat, lora, lora_scale):
         pipe = runner.pipe(model, lora, lora_scale)
         result = pipe(prompt, negative_prompt=negative, video_length=int(frames),
                       num_inference_steps=int(steps) or None,
@@ -120,11 +122,13 @@ def build(runner: Runner) -> Any:
                       motion=(0.0, 0.0) if no_motion else ((dx, dy) if dx is not None and dy is not None else None),
                       t0=None if t0 is None else int(t0), t1=None if t1 is None else int(t1),
                       chunk_size=int(chunk) or None, cross_frame_attention=not no_cfa, compat=compat,
-                      background_smoothing=float(smoothing) or None)
+                      background_smoothing=float(smoothing) or None, scheduler=scheduler or None,
+                      timestep_spacing=spacing or None)
         return runner.save(result, [], float(fps))
 
     def control(upload, model, controlnet, condition, prompt, negative, steps, guidance, scale, seed, every,
-                max_frames, resolution, low, high, chunk, condition_upload, start, end, fps, compat, lora, lora_scale):
+                max_frames, resolution, low, high, chunk, condition_upload, start, end, fps, scheduler, spacing, compat,
+                lora, lora_scale):
         frames, out_fps = runner.clip(upload, every, max_frames, resolution, start or None, end or None, fps or None)
         if condition_upload:  # precomputed maps, clipped like the input
             cond, _ = runner.clip(condition_upload, every, max_frames, resolution, start or None, end or None)
@@ -134,25 +138,29 @@ def build(runner: Runner) -> Any:
         pipe = runner.pipe(model, lora, lora_scale)
         result = pipe.control(prompt, [maps], [runner.controlnet(controlnet)], scales=[scale], negative_prompt=negative,
                               num_inference_steps=int(steps), guidance_scale=guidance, chunk_size=int(chunk) or None,
-                              generator=torch.Generator().manual_seed(int(seed)), compat=compat)
+                              generator=torch.Generator().manual_seed(int(seed)), compat=compat,
+                              scheduler=scheduler or None, timestep_spacing=spacing or None)
         return runner.save(result, [frames, maps], out_fps)
 
     def edit(upload, model, instruction, negative, steps, guidance, image_guidance, seed, every, max_frames,
-             resolution, chunk, start, end, fps, compat, lora, lora_scale):
+             resolution, chunk, start, end, fps, scheduler, spacing, compat, lora, lora_scale):
         frames, out_fps = runner.clip(upload, every, max_frames, resolution, start or None, end or None, fps or None)
         pipe = runner.pipe(model, lora, lora_scale)
         result = pipe.edit(instruction, frames, negative_prompt=negative, num_inference_steps=int(steps),
                            guidance_scale=guidance, image_guidance_scale=image_guidance, chunk_size=int(chunk) or None,
-                           generator=torch.Generator().manual_seed(int(seed)), compat=compat)
+                           generator=torch.Generator().manual_seed(int(seed)), compat=compat,
+                           scheduler=scheduler or None, timestep_spacing=spacing or None)
         return runner.save(result, [frames], out_fps)
 
     def shared_options(video: bool) -> list[Any]:
-        """The options every mode has: clip range and rate (video modes), compat, an allow-listed LoRA."""
+        """The options every mode has: clip range and rate (video modes), sampler, compat, an allow-listed LoRA."""
         extra = []
         if video:
             extra = [gr.Number(value=0, label="start (s)"), gr.Number(value=0, label="end (s, 0: the end)"),
                      gr.Number(value=0, label="fps (0: source fps / every)")]
-        return [*extra, gr.Dropdown(["t2vzero", "diffusers"], value="t2vzero", label="compat"),
+        sampler = [gr.Dropdown([None, *SCHEDULERS], value=None, label="scheduler (empty: the model's)"),
+                   gr.Dropdown([None, *SPACINGS], value=None, label="timestep spacing (empty: the scheduler's)")]
+        return [*extra, *sampler, gr.Dropdown(["t2vzero", "diffusers"], value="t2vzero", label="compat"),
                 gr.Dropdown([None, *runner.config.loras], value=None, label="LoRA (allow-list)"),
                 gr.Number(value=1.0, label="LoRA scale")]
 
@@ -164,7 +172,7 @@ def build(runner: Runner) -> Any:
                 gr.Number(value=0, precision=0, label="seed"),
                 gr.Number(value=1, precision=0, label="every N-th frame"),
                 gr.Number(value=8, precision=0, label="max frames"),
-                gr.Number(value=512, precision=0, label="resolution (longer side)")]
+                gr.Number(value=CLIP["resolution"], precision=0, label="resolution (longer side)")]
 
     def outputs() -> list[Any]:
         return [gr.Video(label="video", buttons=["download"]), gr.Image(label="contact sheet", type="filepath")]
@@ -176,21 +184,23 @@ def build(runner: Runner) -> Any:
             prompt = gr.Textbox(label="prompt", value="a red circle on a blue background", elem_id="t2v-prompt")
             with gr.Accordion("advanced", open=False):
                 negative = gr.Textbox(label="negative prompt", value="")
-                frames = gr.Slider(1, 64, value=8, step=1, label="frames")
-                steps = gr.Number(value=0, precision=0, label="steps (0: the model's, else 50)")
-                guidance = gr.Number(value=0, label="guidance (0: the model's, else 7.5; ≤ 1 turns it off)")
+                frames = gr.Slider(1, 64, value=TEXT_TO_VIDEO["video_length"], step=1, label="frames")
+                steps = gr.Number(value=0, precision=0,
+                                  label=f"steps (0: the model's, else {TEXT_TO_VIDEO['num_inference_steps']})")
+                guidance = gr.Number(value=0, label="guidance (0: the model's, else "
+                                     f"{TEXT_TO_VIDEO['guidance_scale']}; ≤ 1 turns it off)")
                 seed = gr.Number(value=0, precision=0, label="seed")
                 width = gr.Number(value=0, precision=0, label="width (0: the model's)")
                 height = gr.Number(value=0, precision=0, label="height (0: the model's)")
-                dx = gr.Number(value=None, label="motion δx (empty: the model's, else 12)")
-                dy = gr.Number(value=None, label="motion δy (empty: the model's, else 12)")
-                t0 = gr.Number(value=None, precision=0, label="t0 (empty: the model's, else 881)")
-                t1 = gr.Number(value=None, precision=0, label="t1 (empty: the model's, else 941)")
+                dx = gr.Number(value=None, label=f"motion δx (empty: the model's, else {TEXT_TO_VIDEO['motion'][0]:g})")
+                dy = gr.Number(value=None, label=f"motion δy (empty: the model's, else {TEXT_TO_VIDEO['motion'][1]:g})")
+                t0 = gr.Number(value=None, precision=0, label=f"t0 (empty: the model's, else {TEXT_TO_VIDEO['t0']})")
+                t1 = gr.Number(value=None, precision=0, label=f"t1 (empty: the model's, else {TEXT_TO_VIDEO['t1']})")
                 chunk = gr.Number(value=0, precision=0, label="chunk size (0: whole video)")
                 no_cfa = gr.Checkbox(label="no cross-frame attention (ablation)")
                 no_motion = gr.Checkbox(label="no motion (ablation)")
                 smoothing = gr.Slider(0, 1, value=0, step=0.05, label="background smoothing α (0: off; paper: 0.6)")
-                fps = gr.Number(value=4, label="fps")
+                fps = gr.Number(value=TEXT_TO_VIDEO["fps"], label="fps")
                 shared = shared_options(video=False)
             go = gr.Button("Generate", variant="primary", elem_id="t2v-generate")
             out = outputs()
@@ -208,9 +218,10 @@ def build(runner: Runner) -> Any:
             condition = gr.Dropdown(list(ANNOTATORS), value="canny", label="condition")
             c_prompt = gr.Textbox(label="prompt")
             with gr.Accordion("advanced", open=False):
-                c_opts = clip_options(20, 9.0, ("ControlNet scale", 1.0))
-                c_low = gr.Number(value=100, precision=0, label="canny low")
-                c_high = gr.Number(value=200, precision=0, label="canny high")
+                c_opts = clip_options(CONTROL["num_inference_steps"], CONTROL["guidance_scale"],
+                                      ("ControlNet scale", CONTROL["controlnet_scale"]))
+                c_low = gr.Number(value=CONTROL["canny_low"], precision=0, label="canny low")
+                c_high = gr.Number(value=CONTROL["canny_high"], precision=0, label="canny high")
                 c_chunk = gr.Number(value=0, precision=0, label="chunk size (0: whole video)")
                 c_cond = gr.Video(label="condition video (precomputed maps; overrides the condition)",
                                   sources=["upload"])
@@ -224,7 +235,8 @@ def build(runner: Runner) -> Any:
             e_model = gr.Dropdown(runner.choices(), value=BUILT_IN, label="Instruct-Pix2Pix model")
             instruction = gr.Textbox(label="instruction", elem_id="edit-instruction")
             with gr.Accordion("advanced", open=False):
-                e_opts = clip_options(50, 7.5, ("image guidance", 1.5))
+                e_opts = clip_options(EDIT["num_inference_steps"], EDIT["guidance_scale"],
+                                      ("image guidance", EDIT["image_guidance_scale"]))
                 e_chunk = gr.Number(value=0, precision=0, label="chunk size (0: whole video)")
                 e_shared = shared_options(video=True)
             e_go = gr.Button("Edit", variant="primary", elem_id="edit-generate")

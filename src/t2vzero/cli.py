@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from .checks import check_finite
+from .defaults import CLIP, CONTROL, EDIT, TEXT_TO_VIDEO
 from .errors import UserError
 
 
@@ -40,6 +41,18 @@ def check_prompt_text(prompt: str) -> str:
     return prompt
 
 
+def _sampler_options(fn: Any) -> Any:
+    """--scheduler and --timestep-spacing, for every mode."""
+    from .schedulers import SCHEDULERS, SPACINGS  # no torch: a table of names
+
+    fn = click.option("--timestep-spacing", default=None, type=click.Choice(SPACINGS),
+                      help="Where a short schedule's steps fall ('trailing' for SD-Turbo-style few-step use) "
+                      "[default: the scheduler's].")(fn)
+    return click.option("--scheduler", default=None, metavar="NAME",
+                        help=f"Sampler: {', '.join(SCHEDULERS)} [default: the model's own].")(fn)
+
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="t2vzero")
 def main() -> None:
@@ -52,24 +65,30 @@ def main() -> None:
 @click.option("--config", "model_config", default=None,
               help="Diffusers folder or hub id with the component configs of a single-file checkpoint.")
 @click.option("--negative", default="", help="Negative prompt.")
-@click.option("--frames", type=int, default=8, show_default=True, help="Number of frames.")
-@click.option("--steps", type=int, default=None, help="Denoising steps [default: model's, else 50].")
+@click.option("--frames", type=int, default=TEXT_TO_VIDEO["video_length"], show_default=True, help="Number of frames.")
+@click.option("--steps", type=int, default=None, help="Denoising steps [default: model's, else "
+              f"{TEXT_TO_VIDEO['num_inference_steps']}; lcm/tcd: 4].")
 @click.option("--guidance", type=float, default=None, help="Classifier-free guidance scale; ≤ 1 turns it off "
-              "[default: model's, else 7.5].")
+              f"[default: model's, else {TEXT_TO_VIDEO['guidance_scale']}].")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed (a CPU torch.Generator).")
 @click.option("--size", default=None, help="WxH, multiples of 8 [default: the model's native size].")
 @click.option("--motion", default=None, help="Motion δ as DX,DY pixels per frame on a 512 grid; positive moves "
-              "content left/up, as the reference [default: model's, else 12,12].")
-@click.option("--t0", type=int, default=None, help="Timestep t0 of the motion jump [default: model's, else 881].")
-@click.option("--t1", type=int, default=None, help="Timestep t1 of the motion jump [default: model's, else 941].")
+              "content left/up, as the reference [default: model's, else "
+              f"{TEXT_TO_VIDEO['motion'][0]:g},{TEXT_TO_VIDEO['motion'][1]:g}].")
+@click.option("--t0", type=int, default=None,
+              help=f"Timestep t0 of the motion jump [default: model's, else {TEXT_TO_VIDEO['t0']}].")
+@click.option("--t1", type=int, default=None,
+              help=f"Timestep t1 of the motion jump [default: model's, else {TEXT_TO_VIDEO['t1']}].")
 @click.option("--chunk-size", type=int, default=None,
-              help="Frames per chunk (frame 1 is in every chunk) to bound memory.")
+              help="Frames per chunk to bound memory; chunks run in lockstep, frame 1 once per step.")
 @click.option("--no-cross-frame-attention", is_flag=True, help="Ablation: plain self-attention per frame.")
 @click.option("--no-motion", is_flag=True, help="Ablation: zero motion field (δ = 0).")
 @click.option("--background-smoothing", "smoothing", type=click.FloatRange(0, 1), default=None,
               help="The paper's optional background smoothing with this α (paper: 0.6); a second pass, "
               "foreground by contrast to the frame border.")
-@click.option("--fps", type=float, default=4.0, show_default=True, help="Frames per second of the output.")
+@click.option("--fps", type=float, default=TEXT_TO_VIDEO["fps"], show_default=True,
+              help="Frames per second of the output.")
+@_sampler_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--dtype", default="auto", show_default=True,
               help="auto (fp16 on GPU, fp32 on CPU), float32, float16, bfloat16.")
@@ -83,15 +102,17 @@ def main() -> None:
 def generate(prompt: str, model: str | None, model_config: str | None, negative: str, frames: int, steps: int | None,
              guidance: float | None, seed: int, size: str | None, motion: str | None, t0: int | None,
              t1: int | None, chunk_size: int | None, no_cross_frame_attention: bool, no_motion: bool,
-             smoothing: float | None, fps: float,
+             smoothing: float | None, fps: float, scheduler: str | None, timestep_spacing: str | None,
              device: str, dtype: str, lora: tuple[str, ...], allow_pickle: bool, compat: str, output: str,
              sheet: bool) -> None:
     """Generate a video from PROMPT (an empty prompt is unconditional)."""
     from .checks import check_video_args
     from .models import check_dtype_name, parse_lora
+    from .schedulers import check_scheduler_args
     from .video import check_file_path, check_fps, check_output_path, sheet_path
 
     check_prompt_text(prompt)
+    check_scheduler_args(scheduler, timestep_spacing)
     width, height = parse_pair(size, "x", "size", int) if size else (8, 8)
     if no_motion and motion:
         raise UserError("--motion and --no-motion contradict each other; give one of them")
@@ -124,7 +145,8 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     result = pipe(prompt, video_length=frames, height=height if size else None, width=width if size else None,
                   num_inference_steps=steps, guidance_scale=guidance, negative_prompt=negative,
                   generator=torch.Generator().manual_seed(seed), motion=delta, t0=t0, t1=t1, chunk_size=chunk_size,
-                  cross_frame_attention=not no_cross_frame_attention, compat=compat, background_smoothing=smoothing)
+                  cross_frame_attention=not no_cross_frame_attention, compat=compat, background_smoothing=smoothing,
+                  scheduler=scheduler, timestep_spacing=timestep_spacing)
     video = result.uint8()[0]
     path = write_video(video, output, fps=fps)
     if sheet:
@@ -140,12 +162,14 @@ def _video_input_options(fn: Any) -> Any:
         click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed (a CPU torch.Generator)."),
         click.option("--start", type=float, default=None, help="Start of the input clip, in seconds."),
         click.option("--end", type=float, default=None, help="End of the input clip, in seconds."),
-        click.option("--every", type=int, default=1, show_default=True, help="Take every N-th input frame."),
+        click.option("--every", type=int, default=CLIP["every"], show_default=True,
+                     help="Take every N-th input frame."),
         click.option("--max-frames", type=int, default=None, help="At most this many frames."),
-        click.option("--resolution", type=int, default=512, show_default=True,
+        click.option("--resolution", type=int, default=CLIP["resolution"], show_default=True,
                      help="Longer side of the frames (multiples of 8, aspect kept)."),
         click.option("--fps", type=float, default=None, help="Output fps [default: source fps / --every]."),
-        click.option("--chunk-size", type=int, default=None, help="Frames per chunk (frame 1 in every chunk)."),
+        click.option("--chunk-size", type=int, default=None,
+                     help="Frames per chunk to bound memory (frame 1 once per step)."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
         click.option("--dtype", default="auto", show_default=True, help="auto, float32, float16, bfloat16."),
         click.option("--lora", multiple=True, help="LoRA weights as PATH[:SCALE]; repeatable."),
@@ -158,14 +182,16 @@ def _video_input_options(fn: Any) -> Any:
     ]
     for option in reversed(options):
         fn = option(fn)
-    return fn
+    return _sampler_options(fn)
 
 
 def _load_clip(input_video: str, o: dict[str, Any]) -> tuple[Any, float]:
     from .inputs import fit_resolution, load_clip
     from .models import check_dtype_name, parse_lora
+    from .schedulers import check_scheduler_args
     from .video import check_file_path, check_fps, check_output_path, sheet_path
 
+    check_scheduler_args(o["scheduler"], o["timestep_spacing"])
     if o["chunk_size"] is not None and o["chunk_size"] < 2:
         raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {o['chunk_size']}")
     if o["fps"] is not None:
@@ -178,7 +204,7 @@ def _load_clip(input_video: str, o: dict[str, Any]) -> tuple[Any, float]:
         parse_lora(spec)
     frames, fps = load_clip(input_video, start=o["start"], end=o["end"], every=o["every"],
                             max_frames=o["max_frames"], fps=o["fps"])
-    return fit_resolution(frames, o["resolution"]), check_fps(o["fps"] or fps or 8.0)
+    return fit_resolution(frames, o["resolution"]), check_fps(o["fps"] or fps or CLIP["fps"])
 
 
 def _finish(result: Any, o: dict[str, Any], fps: float, rows: list[Any]) -> None:
@@ -202,10 +228,11 @@ def _finish(result: Any, o: dict[str, Any], fps: float, rows: list[Any]) -> None
 @click.option("--condition-video", "condition_videos", multiple=True,
               help="Precomputed condition maps (e.g. a rendered skeleton video); same as --condition PATH.")
 @click.option("--annotator", default=None, help="Folder (or hub id) of controlnet_aux annotator weights.")
-@click.option("--canny-low", type=int, default=100, show_default=True)
-@click.option("--canny-high", type=int, default=200, show_default=True)
-@click.option("--steps", type=int, default=20, show_default=True, help="Denoising steps.")
-@click.option("--guidance", type=float, default=9.0, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--canny-low", type=int, default=CONTROL["canny_low"], show_default=True)
+@click.option("--canny-high", type=int, default=CONTROL["canny_high"], show_default=True)
+@click.option("--steps", type=int, default=CONTROL["num_inference_steps"], show_default=True, help="Denoising steps.")
+@click.option("--guidance", type=float, default=CONTROL["guidance_scale"], show_default=True,
+              help="Classifier-free guidance scale.")
 @_video_input_options
 def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditions: tuple[str, ...],
             condition_videos: tuple[str, ...], annotator: str | None, canny_low: int, canny_high: int, steps: int,
@@ -253,16 +280,17 @@ def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditi
                           negative_prompt=o["negative"],
                           num_inference_steps=steps, guidance_scale=guidance,
                           generator=torch.Generator().manual_seed(o["seed"]), chunk_size=o["chunk_size"],
-                          compat=o["compat"])
+                          compat=o["compat"], scheduler=o["scheduler"], timestep_spacing=o["timestep_spacing"])
     _finish(result, o, fps, [frames, *maps])
 
 
 @main.command()
 @click.argument("input_video")
 @click.argument("instruction")
-@click.option("--steps", type=int, default=50, show_default=True, help="Denoising steps.")
-@click.option("--guidance", type=float, default=7.5, show_default=True, help="Text guidance scale.")
-@click.option("--image-guidance", type=float, default=1.5, show_default=True, help="Image guidance scale.")
+@click.option("--steps", type=int, default=EDIT["num_inference_steps"], show_default=True, help="Denoising steps.")
+@click.option("--guidance", type=float, default=EDIT["guidance_scale"], show_default=True, help="Text guidance scale.")
+@click.option("--image-guidance", type=float, default=EDIT["image_guidance_scale"], show_default=True,
+              help="Image guidance scale.")
 @_video_input_options
 def edit(input_video: str, instruction: str, steps: int, guidance: float, image_guidance: float, **o: Any) -> None:
     """Edit INPUT_VIDEO by INSTRUCTION with an Instruct-Pix2Pix checkpoint (paper §4.3)."""
@@ -282,7 +310,7 @@ def edit(input_video: str, instruction: str, steps: int, guidance: float, image_
     result = pipe.edit(instruction, frames, negative_prompt=o["negative"], num_inference_steps=steps,
                        guidance_scale=guidance, image_guidance_scale=image_guidance,
                        generator=torch.Generator().manual_seed(o["seed"]), chunk_size=o["chunk_size"],
-                       compat=o["compat"])
+                       compat=o["compat"], scheduler=o["scheduler"], timestep_spacing=o["timestep_spacing"])
     _finish(result, o, fps, [frames])
 
 

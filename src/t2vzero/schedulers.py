@@ -67,7 +67,11 @@ def make_scheduler(base: Any, name: str | None = None, timestep_spacing: str | N
         cls, options = getattr(diffusers, sampler.cls), dict(sampler.options)
     if timestep_spacing is not None:
         options["timestep_spacing"] = timestep_spacing
-    return cls.from_config(base.config, **options)
+    try:
+        return cls.from_config(base.config, **options)
+    except ImportError as exc:  # diffusers' stand-in for a scheduler whose backend is missing (LMS: scipy)
+        reason = " ".join(str(exc).split())
+        raise UserError(f"scheduler {name or cls.__name__} is unavailable: {reason}") from None
 
 
 def default_steps(name: str | None) -> int | None:

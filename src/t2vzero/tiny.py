@@ -121,3 +121,33 @@ def make_tiny_components(seed: int = 0, *, sample_size: int = 8, cross_attention
     )
     return {"unet": unet.eval(), "vae": vae.eval(), "text_encoder": text_encoder.eval(),
             "tokenizer": tokenizer, "scheduler": scheduler}
+
+
+def make_mid_components(seed: int = 0) -> dict[str, Any]:
+    """Random components in Stable Diffusion 1.5's layout at a quarter of its widths (≈ 60 M UNet
+    parameters): large enough that the UNet dominates the time as in SD, small enough for a CPU
+    benchmark. The benchmarks' "mid-size model"."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(80, 160, 320, 320),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=256, attention_head_dim=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64, 128, 128), layers_per_block=2, latent_channels=4, sample_size=256,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.18215,
+    )
+    tokenizer = make_clip_tokenizer()
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=256, intermediate_size=1024, num_attention_heads=4, num_hidden_layers=4,
+        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    return {"unet": unet.eval(), "vae": vae.eval(), "text_encoder": text_encoder.eval(), "tokenizer": tokenizer,
+            "scheduler": scheduler}
