@@ -228,3 +228,25 @@ def test_controlnets_that_cannot_fit_the_base_model_are_named(tiny, controlnets)
     with pytest.raises(UserError, match="same dtype"):
         control_video(tiny, "x", [cond], [controlnets[0].to(torch.bfloat16)], num_inference_steps=2, progress=False)
     controlnets[0].to(torch.float32)
+
+
+def test_chunked_control_runs_frame_one_once_per_step_in_unet_and_controlnet(tiny, controlnets):
+    cond = moving_square_video(frames=6)
+    seen = {"unet": [], "controlnet": []}
+    hooks = [model.register_forward_pre_hook(lambda m, args, kw, key=key: seen[key].append(int(args[0].shape[0])),
+                                             with_kwargs=True)
+             for key, model in (("unet", tiny["unet"]), ("controlnet", controlnets[0]))]
+    try:
+        kw = dict(generator=seeded(3), num_inference_steps=4, progress=False)
+        full = control_video(tiny, "a square", [cond], controlnets[:1], **kw).frames
+        counts = {k: sum(v) for k, v in seen.items()}
+        for v in seen.values():
+            v.clear()
+        kw["generator"] = seeded(3)
+        chunked = control_video(tiny, "a square", [cond], controlnets[:1], chunk_size=2, **kw).frames
+    finally:
+        for h in hooks:
+            h.remove()
+    assert counts == {"unet": 2 * 6 * 4, "controlnet": 2 * 6 * 4}  # 2 guidance groups x 6 frames x 4 steps
+    assert {k: sum(v) for k, v in seen.items()} == counts and max(seen["unet"]) == 2 * 2
+    assert np.abs(chunked - full).max() < 1e-4

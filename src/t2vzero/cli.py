@@ -52,6 +52,42 @@ def _sampler_options(fn: Any) -> Any:
                         help=f"Sampler: {', '.join(SCHEDULERS)} [default: the model's own].")(fn)
 
 
+SPEED_KEYS = ("compile", "channels_last", "vae_tiling", "offload")
+
+
+def _speed_options(fn: Any) -> Any:
+    """Frame-preserving speed and memory options, for every mode (see t2vzero.speed)."""
+    options = [
+        click.option("--compile", "compile", is_flag=True,
+                     help="torch.compile the UNet's repeated blocks, ControlNets and VAE decoder (same frames; a "
+                     "warning and the plain path where compiling does not work)."),
+        click.option("--channels-last", is_flag=True, help="channels-last memory layout for the convolutions."),
+        click.option("--vae-tiling", is_flag=True, help="Decode large frames tile by tile in bounded memory."),
+        click.option("--offload", type=click.Choice(["model", "sequential"]), default=None,
+                     help="GPU only: keep weights in CPU memory and move whole models (model) or layers "
+                     "(sequential) to the GPU while they run."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _check_speed(speed: dict[str, Any], device: str) -> None:
+    """Refuse --offload on a CPU before any weights load."""
+    if speed.get("offload"):
+        from .models import resolve_device
+        from .speed import check_speed_args
+
+        check_speed_args(offload=speed["offload"], device=resolve_device(device))
+
+
+def _apply_speed(pipe: Any, speed: dict[str, Any], controlnets: Any = ()) -> None:
+    from .speed import optimize
+
+    for note in optimize(pipe.components, controlnets, **{k: speed.get(k) or None for k in SPEED_KEYS}):
+        click.echo(f"warning: {note}", err=True)
+
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="t2vzero")
@@ -89,6 +125,7 @@ def main() -> None:
 @click.option("--fps", type=float, default=TEXT_TO_VIDEO["fps"], show_default=True,
               help="Frames per second of the output.")
 @_sampler_options
+@_speed_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--dtype", default="auto", show_default=True,
               help="auto (fp16 on GPU, fp32 on CPU), float32, float16, bfloat16.")
@@ -104,7 +141,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
              t1: int | None, chunk_size: int | None, no_cross_frame_attention: bool, no_motion: bool,
              smoothing: float | None, fps: float, scheduler: str | None, timestep_spacing: str | None,
              device: str, dtype: str, lora: tuple[str, ...], allow_pickle: bool, compat: str, output: str,
-             sheet: bool) -> None:
+             sheet: bool, **speed: Any) -> None:
     """Generate a video from PROMPT (an empty prompt is unconditional)."""
     from .checks import check_video_args
     from .models import check_dtype_name, parse_lora
@@ -131,6 +168,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     if sheet:
         check_file_path(sheet_path(output), "contact sheet")
     check_dtype_name(dtype)
+    _check_speed(speed, device)
     _quiet_libraries()
 
     import torch
@@ -140,6 +178,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
 
     pipe = TextToVideoZero.from_pretrained(model, device=device, dtype=dtype, lora=lora, allow_pickle=allow_pickle,
                                            config=model_config)
+    _apply_speed(pipe, speed)
     _warn_unknown_words(prompt, pipe.defaults.get("vocabulary"))
     _warn_long_prompt(pipe, prompt, negative)
     result = pipe(prompt, video_length=frames, height=height if size else None, width=width if size else None,
@@ -182,7 +221,7 @@ def _video_input_options(fn: Any) -> Any:
     ]
     for option in reversed(options):
         fn = option(fn)
-    return _sampler_options(fn)
+    return _speed_options(_sampler_options(fn))
 
 
 def _load_clip(input_video: str, o: dict[str, Any]) -> tuple[Any, float]:
@@ -192,6 +231,7 @@ def _load_clip(input_video: str, o: dict[str, Any]) -> tuple[Any, float]:
     from .video import check_file_path, check_fps, check_output_path, sheet_path
 
     check_scheduler_args(o["scheduler"], o["timestep_spacing"])
+    _check_speed(o, o["device"])
     if o["chunk_size"] is not None and o["chunk_size"] < 2:
         raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {o['chunk_size']}")
     if o["fps"] is not None:
@@ -275,6 +315,7 @@ def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditi
                                            allow_pickle=o["allow_pickle"])
     nets = [load_controlnet(spec, device=o["device"], dtype=o["dtype"], allow_pickle=o["allow_pickle"])
             for spec in controlnets]
+    _apply_speed(pipe, o, [n for n, _ in nets])
     _warn_long_prompt(pipe, prompt, o["negative"])
     result = pipe.control(prompt, maps, [n for n, _ in nets], scales=[s for _, s in nets],
                           negative_prompt=o["negative"],
@@ -306,6 +347,7 @@ def edit(input_video: str, instruction: str, steps: int, guidance: float, image_
 
     pipe = TextToVideoZero.from_pretrained(o["model"], device=o["device"], dtype=o["dtype"], lora=o["lora"],
                                            allow_pickle=o["allow_pickle"])
+    _apply_speed(pipe, o)
     _warn_long_prompt(pipe, instruction, o["negative"])
     result = pipe.edit(instruction, frames, negative_prompt=o["negative"], num_inference_steps=steps,
                        guidance_scale=guidance, image_guidance_scale=image_guidance,

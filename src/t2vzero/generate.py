@@ -9,8 +9,11 @@ once per step however the video is split, and peak memory is bounded by the chun
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -269,13 +272,13 @@ def encode_prompt(components: dict[str, Any], prompts: Sequence[str], negatives:
     tok, enc = components["tokenizer"], components["text_encoder"]
     lcm_dim = getattr(unet.config, "time_cond_proj_dim", None)
     guided = (guidance_scale > 1.0 and not lcm_dim) if guided is None else guided
-    groups = [_encode_texts(tok, enc, prompts, unet.device)]
+    groups = [_encode_texts(tok, enc, prompts, execution_device(unet))]
     if guided:
-        groups.insert(0, _encode_texts(tok, enc, negatives, unet.device))
+        groups.insert(0, _encode_texts(tok, enc, negatives, execution_device(unet)))
     embeds = torch.stack(groups).repeat_interleave(videos_per_prompt, dim=1)
     extra = {}
     if lcm_dim:
-        w = guidance_embedding(guidance_scale, lcm_dim, embeds.shape[1]).to(unet.device)
+        w = guidance_embedding(guidance_scale, lcm_dim, embeds.shape[1]).to(embeds.device)
         extra["timestep_cond"] = w[None].expand(embeds.shape[0], -1, -1)
     return Conditioning(embeds, extra=extra).to(unet.dtype)
 
@@ -293,6 +296,16 @@ def guidance_embedding(w: float, dim: int, rows: int) -> torch.Tensor:
     return emb.float()
 
 
+def execution_device(model: Any) -> torch.device:
+    """Where `model` computes: its parameters' device, or the GPU an offloading hook moves it to while it runs."""
+    for module in model.modules() if hasattr(model, "modules") else ():
+        hook = getattr(module, "_hf_hook", None)
+        device = getattr(hook, "execution_device", None)
+        if device is not None:
+            return torch.device(device)
+    return model.device
+
+
 def vae_factor(vae: Any) -> int:
     """Pixels per latent pixel: each VAE block but the last halves the size (8 for Stable Diffusion)."""
     return 2 ** (len(vae.config.block_out_channels) - 1)
@@ -300,13 +313,31 @@ def vae_factor(vae: Any) -> int:
 
 @torch.no_grad()
 def decode_latents(vae: Any, latents: torch.Tensor, batch_size: int = 8) -> np.ndarray:
-    """VAE-decode (N, C, h, w) latents in batches; returns (N, H, W, 3) float32 in [0, 1]."""
+    """VAE-decode (N, C, h, w) latents in batches; returns (N, H, W, 3) float32 in [0, 1].
+
+    A half-precision decode that overflows (inf/NaN: black or noise frames, the reference's fp16
+    failure) is redone for that batch by a float32 copy of the decoder, made once per VAE.
+    """
     images = []
     for start in range(0, latents.shape[0], batch_size):
         chunk = latents[start : start + batch_size] / vae.config.scaling_factor
         image = vae.decode(chunk.to(vae.dtype), return_dict=False)[0]
-        images.append((image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy())
+        if vae.dtype in (torch.float16, torch.bfloat16) and not torch.isfinite(image).all():
+            image = _float32_copy(vae).decode(chunk.float(), return_dict=False)[0]
+        images.append((image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(images)
+
+
+_FLOAT32_VAES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_FLOAT32_LOCK = threading.Lock()
+
+
+def _float32_copy(vae: Any) -> Any:
+    """A float32 copy of `vae` (kept while the VAE lives), for the batches its own precision cannot decode."""
+    with _FLOAT32_LOCK:
+        if vae not in _FLOAT32_VAES:
+            _FLOAT32_VAES[vae] = copy.deepcopy(vae).float()
+        return _FLOAT32_VAES[vae]
 
 
 def decode_video(vae: Any, latents: torch.Tensor) -> np.ndarray:

@@ -30,13 +30,30 @@ class TextToVideoZero:
     @classmethod
     def from_pretrained(cls, model: str | None = None, *, device: str | None = None, dtype: str | None = None,
                         lora: Sequence[str | tuple[str, float]] = (), allow_pickle: bool = False,
-                        config: str | None = None) -> TextToVideoZero:
-        """Load a diffusers folder, a `.safetensors` file or a hub id; None loads the built-in model."""
+                        config: str | None = None, **speed: Any) -> TextToVideoZero:
+        """Load a diffusers folder, a `.safetensors` file or a hub id; None loads the built-in model.
+
+        `speed` options (`compile`, `channels_last`, `vae_tiling`, `offload`) are `optimize`'s.
+        """
         from .models import load_components
 
         components, defaults = load_components(model, device=device, dtype=dtype, lora=lora,
                                                allow_pickle=allow_pickle, config=config)
-        return cls(**components, defaults=defaults)
+        pipe = cls(**components, defaults=defaults)
+        if speed:
+            pipe.optimize(**speed)
+        return pipe
+
+    def optimize(self, controlnets: Sequence[Any] = (), *, compile: bool = False, channels_last: bool = False,
+                 vae_tiling: bool = False, offload: str | None = None) -> list[str]:
+        """Frame-preserving speed and memory options, applied to the loaded models in place (see
+        `t2vzero.speed.optimize`); returns notes on what could not be applied (also given as warnings)."""
+        from .speed import optimize, warn
+
+        notes = optimize(self.components, controlnets, compile=compile, channels_last=channels_last,
+                         vae_tiling=vae_tiling, offload=offload)
+        warn(notes)
+        return notes
 
     def native_size(self) -> tuple[int, int]:
         """(height, width): the model's own default size, else the UNet's sample size × the VAE factor."""

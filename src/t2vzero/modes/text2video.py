@@ -39,6 +39,7 @@ from ..generate import (
     decode_video,
     denoise,
     encode_prompt,
+    execution_device,
     gather,
     generators,
     split_frames,
@@ -157,7 +158,7 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
     recipe = RECIPES[compat]
     unet, vae = components["unet"], components["vae"]
     sched = copy.deepcopy(make_scheduler(components["scheduler"], scheduler, timestep_spacing))
-    device, dtype = unet.device, unet.dtype
+    device, dtype = execution_device(unet), unet.dtype
 
     # PNDM's Runge-Kutta warm-up cannot restart at t1, nor (compat mode) carry frame 1's state to more rows.
     reject_unresumable(sched)

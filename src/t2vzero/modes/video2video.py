@@ -31,6 +31,7 @@ from ..generate import (
     decode_video,
     denoise,
     encode_prompt,
+    execution_device,
     gather,
     generators,
     split_frames,
@@ -54,7 +55,7 @@ def _run(components: dict[str, Any], guidance: Guidance, x_T: torch.Tensor, num_
     """Denoise every frame from x_T (chunks in lockstep, frame 1 computed once per step) and decode."""
     unet = components["unet"]
     sched = copy.deepcopy(make_scheduler(components["scheduler"], scheduler, timestep_spacing))
-    set_timesteps(sched, num_inference_steps, unet.device)
+    set_timesteps(sched, num_inference_steps, execution_device(unet))
     num_frames = len(x_T)
     seeds = stream_seeds(generator, 1, num_frames)[0] if RECIPES[compat].noise_streams else None
     chunks = []
@@ -181,7 +182,7 @@ def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[
         if c.shape[:3] != conditions[0].shape[:3]:
             raise UserError(f"condition videos differ in frames or size: {c.shape[:3]} vs {conditions[0].shape[:3]}")
     _check_controlnets(unet, controlnets, factor)
-    device, dtype = unet.device, unet.dtype
+    device, dtype = execution_device(unet), unet.dtype
     cond = encode_prompt(components, [prompt], [negative_prompt], guidance_scale=guidance_scale)
     maps = [frames_to_tensor(c, device, dtype, normalize=False) for c in conditions]
     shape = (unet.config.in_channels, height // factor, width // factor)
@@ -217,7 +218,7 @@ def edit_video(components: dict[str, Any], instruction: str, frames: np.ndarray,
     if unet.config.in_channels != 2 * latent_channels:
         raise UserError(f"the edit checkpoint's UNet takes {unet.config.in_channels} input channels, not "
                         f"{2 * latent_channels}; give an Instruct-Pix2Pix checkpoint")
-    device, dtype = unet.device, unet.dtype
+    device, dtype = execution_device(unet), unet.dtype
     guided = guidance_scale > 1.0 and image_guidance_scale >= 1.0
     text = encode_prompt(components, [instruction], [negative_prompt], guidance_scale=guidance_scale, guided=guided)
     # Instruct-Pix2Pix's groups are [text+image, image, neither]: text first, the empty prompt twice.
@@ -258,9 +259,9 @@ def _check_controlnets(unet: Any, controlnets: Sequence[Any], vae_scale: int) ->
         if diff:
             raise UserError(f"ControlNet {i} does not match the base model ({'; '.join(diff)}); use a ControlNet "
                             "made for this base model's family (SD 1.x or 2.x)")
-        if (net.dtype, net.device) != (unet.dtype, unet.device):
-            raise UserError(f"ControlNet {i} is {net.dtype} on {net.device} but the base model {unet.dtype} on "
-                            f"{unet.device}; load both with the same dtype and device")
+        if (net.dtype, execution_device(net)) != (unet.dtype, execution_device(unet)):
+            raise UserError(f"ControlNet {i} is {net.dtype} on {execution_device(net)} but the base model "
+                            f"{unet.dtype} on {execution_device(unet)}; load both with the same dtype and device")
         factor = 2 ** (len(getattr(theirs, "conditioning_embedding_out_channels", (0,) * 4)) - 1)
         if factor != vae_scale:
             raise UserError(f"ControlNet {i} downsamples its condition by {factor}, but the VAE by {vae_scale}")

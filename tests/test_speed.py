@@ -1,0 +1,103 @@
+"""Frame-preserving speed and memory options: compiled, channels-last, tiled and fp16-safe decoding."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from t2vzero import TextToVideoZero
+from t2vzero.errors import UserError
+from t2vzero.generate import decode_latents
+from t2vzero.speed import check_speed_args
+
+KW = dict(video_length=4, height=64, width=64, num_inference_steps=6, t0=300, t1=700, progress=False)
+
+
+def seeded(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def fresh(tiny):
+    return {k: copy.deepcopy(v) for k, v in tiny.items()}
+
+
+def test_channels_last_and_vae_tiling_keep_the_frames(tiny, latent_output):
+    plain = TextToVideoZero(**tiny)("a red circle", generator=seeded(1), **KW).frames
+    pipe = TextToVideoZero(**fresh(tiny))
+    assert pipe.optimize(channels_last=True, vae_tiling=True) == []
+    assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    out = pipe("a red circle", generator=seeded(1), **KW).frames
+    assert np.abs(out - plain).max() <= 1e-4 * np.abs(plain).max()
+
+
+def test_compiled_models_give_the_same_frames(tiny):
+    parts = fresh(tiny)
+    plain = TextToVideoZero(**tiny)("a red circle", generator=seeded(2), chunk_size=2, **KW).frames
+    pipe = TextToVideoZero(**parts)
+    notes = pipe.optimize(compile=True)
+    out = pipe("a red circle", generator=seeded(2), chunk_size=2, **KW).frames
+    assert np.abs(out - plain).max() <= 2 / 255
+    if not notes:  # the compiler works here: the blocks really were compiled
+        compiled = [m for m in pipe.unet.modules() if getattr(m, "_compiled_call_impl", None) is not None]
+        assert compiled
+
+
+def test_a_compiler_that_fails_is_a_note_and_the_models_run_uncompiled(tiny, monkeypatch):
+    import t2vzero.speed as speed
+
+    monkeypatch.setattr(speed, "compiler_problem", lambda: "no C++ compiler")
+    pipe = TextToVideoZero(**fresh(tiny))
+    with pytest.warns(RuntimeWarning, match="no C.. compiler"):
+        notes = pipe.optimize(compile=True)
+    assert notes == ["torch.compile does not work here (no C++ compiler); running uncompiled"]
+    assert not [m for m in pipe.unet.modules() if getattr(m, "_compiled_call_impl", None) is not None]
+
+
+def overflowing_vae(seed=0):
+    """A tiny VAE whose decoder overflows half precision (its first conv's outputs pass 65504) but not float32."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 16, 32, 32),
+                        norm_num_groups=16, down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4).eval()
+    with torch.no_grad():
+        vae.decoder.conv_in.weight.mul_(80000.0)
+        vae.decoder.conv_in.bias.mul_(80000.0)
+    return vae
+
+
+def test_a_half_precision_decode_that_overflows_is_redone_in_float32():
+    vae = overflowing_vae()
+    latents = torch.randn(3, 4, 8, 8, generator=seeded(3)) * vae.config.scaling_factor
+    reference = decode_latents(vae, latents)
+    half = copy.deepcopy(vae).half()
+    with torch.no_grad():
+        raw = half.decode((latents / vae.config.scaling_factor).half()).sample
+    assert not torch.isfinite(raw).all()  # the fp16 decoder alone gives NaN frames
+    frames = decode_latents(half, latents)
+    assert np.isfinite(frames).all() and np.abs(frames - reference).max() <= 2 / 255
+    assert half.dtype == torch.float16  # the model the caller holds is unchanged
+
+
+def test_offload_on_the_cpu_is_refused_with_the_fix():
+    with pytest.raises(UserError, match="drop --offload"):
+        check_speed_args(offload="model", device="cpu")
+    with pytest.raises(UserError, match="unknown offload mode"):
+        check_speed_args(offload="disk", device="cuda")
+    check_speed_args(offload="sequential", device="cuda")
+
+
+@pytest.mark.parametrize("mode", ["model", "sequential"])
+def test_offload_hooks_keep_the_frames(tiny, mode, latent_output):
+    # On this CPU-only machine the execution device is the CPU too, so this checks the hooks' plumbing (inputs
+    # follow the weights, the loop asks the hooks where to compute), not the transfers.
+    from t2vzero.speed import _offload
+
+    plain = TextToVideoZero(**tiny)("a red circle", generator=seeded(4), chunk_size=2, **KW).frames
+    parts = fresh(tiny)
+    _offload(parts, (), mode, torch.device("cpu"))
+    assert any(hasattr(m, "_hf_hook") for m in parts["unet"].modules())
+    out = TextToVideoZero(**parts)("a red circle", generator=seeded(4), chunk_size=2, **KW).frames
+    assert np.abs(out - plain).max() <= 1e-5 * np.abs(plain).max()
