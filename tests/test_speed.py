@@ -101,3 +101,31 @@ def test_offload_hooks_keep_the_frames(tiny, mode, latent_output):
     assert any(hasattr(m, "_hf_hook") for m in parts["unet"].modules())
     out = TextToVideoZero(**parts)("a red circle", generator=seeded(4), chunk_size=2, **KW).frames
     assert np.abs(out - plain).max() <= 1e-5 * np.abs(plain).max()
+
+
+def test_the_estimate_counts_the_checkpoints_weights_and_is_bounded_by_the_chunk(tiny, tiny_model_dir):
+    from t2vzero.estimate import checkpoint_elements, estimate_run, read_configs
+
+    params = sum(p.numel() for name in ("unet", "vae", "text_encoder") for p in tiny[name].parameters())
+    assert checkpoint_elements(tiny_model_dir) == params  # from the headers alone
+    unet_config, vae_config = read_configs(tiny_model_dir)
+    common = dict(height=512, width=512, groups=2, videos=1, steps=10, dtype="float16")
+    short = estimate_run(unet_config, vae_config, params, frames=8, chunk_size=None, **common)
+    long = estimate_run(unet_config, vae_config, params, frames=64, chunk_size=8, **common)
+    whole = estimate_run(unet_config, vae_config, params, frames=64, chunk_size=None, **common)
+    assert short.weights == long.weights == 2 * params
+    assert long.unet_activations == short.unet_activations < whole.unet_activations  # bounded by the chunk
+    assert whole.unet_activations == 8 * short.unet_activations and long.unet_passes == 8 * short.unet_passes
+
+
+def test_dry_run_prints_the_estimate_and_loads_and_writes_nothing(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    import t2vzero.models
+    from t2vzero.cli import run
+
+    monkeypatch.setattr(t2vzero.models, "load_components", lambda *a, **k: pytest.fail("weights were loaded"))
+    monkeypatch.chdir(tmp_path)
+    assert run(["generate", "a red circle", "--model", str(tiny_model_dir), "--dry-run", "--frames", "16",
+                "--chunk-size", "4", "--size", "128x128", "-o", "out.mp4", "--sheet"]) == 0
+    out = capsys.readouterr().out
+    assert "128x128, 16 frames, chunk 4" in out and "estimated peak memory" in out and "UNet calls of 8 rows" in out
+    assert not any(tmp_path.iterdir())

@@ -136,12 +136,13 @@ def main() -> None:
 @click.option("-o", "--output", default="video.mp4", show_default=True,
               help="Output: .mp4, .webm, .gif, or a folder (frames/) of numbered PNGs.")
 @click.option("--sheet", is_flag=True, help="Also write a contact sheet PNG of the frames beside the video.")
+@click.option("--dry-run", is_flag=True, help="Print the estimated peak memory and work, load nothing, write nothing.")
 def generate(prompt: str, model: str | None, model_config: str | None, negative: str, frames: int, steps: int | None,
              guidance: float | None, seed: int, size: str | None, motion: str | None, t0: int | None,
              t1: int | None, chunk_size: int | None, no_cross_frame_attention: bool, no_motion: bool,
              smoothing: float | None, fps: float, scheduler: str | None, timestep_spacing: str | None,
              device: str, dtype: str, lora: tuple[str, ...], allow_pickle: bool, compat: str, output: str,
-             sheet: bool, **speed: Any) -> None:
+             sheet: bool, dry_run: bool, **speed: Any) -> None:
     """Generate a video from PROMPT (an empty prompt is unconditional)."""
     from .checks import check_video_args
     from .models import check_dtype_name, parse_lora
@@ -169,6 +170,11 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
         check_file_path(sheet_path(output), "contact sheet")
     check_dtype_name(dtype)
     _check_speed(speed, device)
+    if dry_run:
+        click.echo(_dry_run(model, model_config, frames=frames, size=(width, height) if size else None, steps=steps,
+                            guidance=guidance, chunk_size=chunk_size, device=device, dtype=dtype,
+                            scheduler=scheduler))
+        return
     _quiet_libraries()
 
     import torch
@@ -424,6 +430,36 @@ def app(host: str, port: int, models: tuple[str, ...], controlnets: tuple[str, .
     _quiet_libraries()
     serve(AppConfig(list(models), list(controlnets), list(loras), max_upload_mb, max_seconds, device, dtype), host,
           port)
+
+
+def _dry_run(model: str | None, config: str | None, *, frames: int, size: tuple[int, int] | None,
+             steps: int | None, guidance: float | None, chunk_size: int | None, device: str, dtype: str,
+             scheduler: str | None) -> str:
+    """The `--dry-run` line: the memory estimate from configs and safetensors headers alone."""
+    from .defaults import pick
+    from .estimate import checkpoint_elements, estimate_run, read_configs
+    from .models import DEFAULT_MODEL_DIR, read_model_defaults, resolve_device
+    from .schedulers import default_steps
+
+    folder = Path(config or model or DEFAULT_MODEL_DIR)
+    configs = read_configs(folder)
+    if configs is None:
+        return (f"cannot estimate: no diffusers configs in {folder} (a hub id or a single file needs --config with "
+                "a local diffusers folder)")
+    unet_config, vae_config = configs
+    defaults = read_model_defaults(model or DEFAULT_MODEL_DIR) if (model is None or Path(model).is_dir()) else {}
+    factor = 2 ** (len(vae_config["block_out_channels"]) - 1)
+    sample = unet_config.get("sample_size", 64)
+    native = (sample, sample) if isinstance(sample, int) else tuple(sample)
+    width, height = size or (defaults.get("width", native[1] * factor), defaults.get("height", native[0] * factor))
+    steps = steps or default_steps(scheduler) or pick("generate", "num_inference_steps", None, defaults)
+    guidance = pick("generate", "guidance_scale", guidance, defaults)
+    dev = resolve_device(device)
+    name = dtype if dtype != "auto" else ("float32" if dev == "cpu" else "float16")
+    est = estimate_run(unet_config, vae_config, checkpoint_elements(model or DEFAULT_MODEL_DIR), height=height,
+                       width=width, frames=frames, chunk_size=chunk_size, groups=2 if guidance > 1 else 1, videos=1,
+                       steps=steps, dtype=name)
+    return f"{width}x{height}, {frames} frames, chunk {chunk_size or frames}, {name} on {dev}: {est.describe()}"
 
 
 def _quiet_libraries() -> None:

@@ -1,0 +1,125 @@
+"""What a run will need, estimated from shapes and dtypes before any weights are loaded (`--dry-run`).
+
+Weights: the element counts in the checkpoint's safetensors headers (no tensor is read) times the
+bytes of the dtype the run uses. Activations: one UNet call over a chunk holds the skip connections
+of the down path for the up path plus the working set of its widest level; decoding holds a VAE
+batch at full resolution. Peak = weights + the larger of the two. The constants are rough (they
+count the tensors a block keeps alive at once) and `benchmarks/estimate.py` compares them with
+measured peaks.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, "bf16": 2}
+RESNET_TENSORS = 4  # input, normed, conv output, residual sum
+TRANSFORMER_TENSORS = 14  # hidden, normed, q, attention out, GEGLU's 8c projection, its 4c product
+VAE_TENSORS = 6
+VAE_BATCH = 8  # `generate.decode_latents`' batch
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes of weights and of peak activations, and the UNet rows (frames x groups) of the largest call."""
+
+    weights: int
+    unet_activations: int
+    vae_activations: int
+    unet_rows: int
+    unet_passes: int
+
+    @property
+    def peak(self) -> int:
+        return self.weights + max(self.unet_activations, self.vae_activations)
+
+    def describe(self) -> str:
+        gib = 2**30
+        return (f"estimated peak memory {self.peak / gib:.2f} GiB: weights {self.weights / gib:.2f} GiB + "
+                f"activations {max(self.unet_activations, self.vae_activations) / gib:.2f} GiB (UNet calls of "
+                f"{self.unet_rows} rows: {self.unet_activations / gib:.2f} GiB; decoding "
+                f"{self.vae_activations / gib:.2f} GiB); at most {self.unet_passes} UNet frame passes")
+
+
+def safetensors_elements(path: Path) -> int:
+    """Total element count of the tensors in a .safetensors file, read from its header alone."""
+    with open(path, "rb") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(size))
+    total = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        count = 1
+        for d in info["shape"]:
+            count *= int(d)
+        total += count
+    return total
+
+
+def checkpoint_elements(model: str | Path) -> int | None:
+    """Parameters of a diffusers folder's UNet, VAE and text encoder(s), or of a single file; None if unknown."""
+    path = Path(model).expanduser()
+    if path.is_file() and path.suffix == ".safetensors":
+        return safetensors_elements(path)
+    if not path.is_dir():
+        return None
+    parts = ("unet", "vae", "text_encoder", "text_encoder_2")
+    files = [f for part in parts for f in (path / part).glob("*.safetensors")]
+    return sum(safetensors_elements(f) for f in files) if files else None
+
+
+def unet_activation_bytes(config: Any, rows: int, latent_hw: tuple[int, int], dtype_bytes: int) -> int:
+    """Peak activations of one UNet call over `rows` latents of (h, w) (see the module docstring)."""
+    channels = list(config["block_out_channels"])
+    layers = int(config["layers_per_block"]) if isinstance(config["layers_per_block"], int) else \
+        max(config["layers_per_block"])
+    attention = ["CrossAttn" in t for t in config["down_block_types"]]
+    h, w = latent_hw
+    skips = channels[0] * h * w  # conv_in
+    working = 0
+    for i, c in enumerate(channels):
+        area = (h >> i) * (w >> i)
+        skips += layers * c * area + (c * area // 4 if i < len(channels) - 1 else 0)
+        working = max(working, (TRANSFORMER_TENSORS if attention[i] else RESNET_TENSORS) * c * area)
+    return rows * dtype_bytes * (skips + working)
+
+
+def vae_activation_bytes(config: Any, frames: int, size_hw: tuple[int, int], dtype_bytes: int) -> int:
+    """Peak activations of decoding min(frames, VAE batch) frames of (H, W) pixels."""
+    channels = list(config["block_out_channels"])
+    height, width = size_hw
+    levels = len(channels)
+    # Decoder level j runs at 1/2^(levels-1-j) of the output size, with the reversed channel list.
+    widest = max(c * (height >> (levels - 1 - j)) * (width >> (levels - 1 - j))
+                 for j, c in enumerate(reversed(channels)))
+    return min(frames, VAE_BATCH) * dtype_bytes * VAE_TENSORS * widest
+
+
+def estimate_run(unet_config: Any, vae_config: Any, elements: int | None, *, height: int, width: int, frames: int,
+                 chunk_size: int | None, groups: int, videos: int, steps: int, dtype: str) -> Estimate:
+    """The estimate for a text-to-video (or video-to-video) run with the given shapes."""
+    dtype_bytes = DTYPE_BYTES[dtype]
+    factor = 2 ** (len(vae_config["block_out_channels"]) - 1)
+    per_call = min(frames, chunk_size or frames)
+    rows = groups * videos * per_call
+    return Estimate(
+        weights=(elements or 0) * dtype_bytes,
+        unet_activations=unet_activation_bytes(unet_config, rows, (height // factor, width // factor), dtype_bytes),
+        vae_activations=vae_activation_bytes(vae_config, videos * frames, (height, width), dtype_bytes),
+        unet_rows=rows, unet_passes=groups * videos * frames * steps,
+    )
+
+
+def read_configs(model: str | Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The UNet and VAE configs of a diffusers folder (no weights read), or None."""
+    path = Path(model).expanduser()
+    try:
+        return (json.loads((path / "unet" / "config.json").read_text()),
+                json.loads((path / "vae" / "config.json").read_text()))
+    except (OSError, ValueError):
+        return None
