@@ -36,7 +36,12 @@ class FrameCall:
 
     frames: int
     has_anchor: bool = True
-    cache: dict[Any, tuple[torch.Tensor, torch.Tensor]] | None = field(default=None, compare=False)
+    cache: dict[Any, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] | None = field(default=None,
+                                                                                            compare=False)
+    # Token merging (ToMe, Bolya et al. 2023) of frame 1's keys/values: the share of its tokens merged
+    # away, in layers of at least `merge_min_tokens` tokens (the highest resolution, as ToMe for SD).
+    merge_ratio: float = 0.0
+    merge_min_tokens: int = 0
 
 
 class CrossFrameAttnProcessor:
@@ -55,7 +60,7 @@ class CrossFrameAttnProcessor:
                  frame_attention: FrameCall | None = None, **kwargs: Any) -> torch.Tensor:
         call = frame_attention
         if call is None or encoder_hidden_states is not None or (call.frames <= 1 and call.has_anchor
-                                                                 and call.cache is None):
+                                                                 and call.cache is None and not call.merge_ratio):
             return _plain(self.original, attn, hidden_states, encoder_hidden_states, attention_mask, temb, kwargs)
         return _cross_frame(attn, hidden_states, attention_mask, temb, call)
 
@@ -102,14 +107,18 @@ def _cross_frame(attn: Any, hidden_states: torch.Tensor, attention_mask: torch.T
     blocks = batch // frames  # (group, video) pairs
     if call.has_anchor:
         anchor = hidden_states.view(blocks, frames, seq, -1)[:, 0]
+        log_sizes = None
+        if call.merge_ratio and seq >= max(call.merge_min_tokens, 4):
+            anchor, sizes = merge_tokens(anchor, call.merge_ratio)
+            log_sizes = sizes.log()[:, None, None, :].to(anchor.dtype)  # proportional attention
         key, value = attn.to_k(anchor), attn.to_v(anchor)
         if call.cache is not None:
-            call.cache[attn] = (key, value)
+            call.cache[attn] = (key, value, log_sizes)
     else:
         if call.cache is None or attn not in call.cache:
             raise ValueError("cross-frame attention for a chunk without frame 1 needs frame 1's keys/values of the "
                              "same step: run the chunk that holds frame 1 first")
-        key, value = call.cache[attn]
+        key, value, log_sizes = call.cache[attn]
         if key.shape[0] != blocks:
             raise ValueError(f"cross-frame attention: cached keys for {key.shape[0]} videos x groups, batch has "
                              f"{blocks}")
@@ -122,7 +131,9 @@ def _cross_frame(attn: Any, hidden_states: torch.Tensor, attention_mask: torch.T
         query = attn.norm_q(query)
     if attn.norm_k is not None:
         key = attn.norm_k(key)
-    out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False, scale=attn.scale)
+    # A merged token stands for `size` tokens: log(size) added to its logits weighs it as that many.
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=log_sizes, dropout_p=0.0, is_causal=False,
+                                         scale=attn.scale)
     out = out.transpose(1, 2).reshape(batch, seq, attn.heads * head_dim).to(query.dtype)
     out = attn.to_out[1](attn.to_out[0](out))
     if input_ndim == 4:
@@ -130,6 +141,33 @@ def _cross_frame(attn: Any, hidden_states: torch.Tensor, attention_mask: torch.T
     if attn.residual_connection:
         out = out + residual
     return out / attn.rescale_output_factor
+
+
+def merge_tokens(x: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bipartite soft matching (ToMe, Bolya et al. 2023, §3): merge `ratio` of the tokens of x (B, N, C).
+
+    Tokens alternate between sets A and B; each A token's most similar B token (cosine) is its match,
+    and the ⌊ratio·N⌋ best-matched A tokens (at most all of A) are averaged into their matches. Returns
+    the merged tokens (B, N − r, C) and how many input tokens each stands for (B, N − r).
+    """
+    batch, n, dim = x.shape
+    a, b = x[:, ::2], x[:, 1::2]
+    r = min(int(ratio * n), a.shape[1])
+    sizes = torch.ones(batch, n, device=x.device, dtype=x.dtype)
+    if r <= 0:
+        return x, sizes
+    an, bn = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
+    best, match = (an @ bn.transpose(1, 2)).max(dim=-1)  # (B, Na)
+    order = best.argsort(dim=-1, descending=True)
+    merged, kept = order[:, :r], order[:, r:]
+    into = match.gather(1, merged)  # the B token each merged A token joins
+    a_kept = a.gather(1, kept[..., None].expand(-1, -1, dim))
+    a_merged = a.gather(1, merged[..., None].expand(-1, -1, dim))
+    b_sum = b.clone().scatter_add_(1, into[..., None].expand(-1, -1, dim), a_merged)
+    b_size = torch.ones(batch, b.shape[1], device=x.device, dtype=x.dtype).scatter_add_(
+        1, into, torch.ones_like(into, dtype=x.dtype))
+    out = torch.cat([a_kept, b_sum / b_size[..., None]], dim=1)
+    return out, torch.cat([sizes[:, : a_kept.shape[1]], b_size], dim=1)
 
 
 def _is_self_attention(name: str) -> bool:
@@ -173,6 +211,7 @@ def cross_frame_attention(*models: Any) -> Iterator[None]:
                     _INSTALLED[model] = (count - 1, original)
 
 
-def frame_kwargs(frames: int, has_anchor: bool = True, cache: dict | None = None) -> dict[str, Any]:
+def frame_kwargs(frames: int, has_anchor: bool = True, cache: dict | None = None, merge_ratio: float = 0.0,
+                 merge_min_tokens: int = 0) -> dict[str, Any]:
     """`cross_attention_kwargs` for one model call over `frames` frames per (group, video)."""
-    return {KWARG: FrameCall(frames, has_anchor, cache)}
+    return {KWARG: FrameCall(frames, has_anchor, cache, merge_ratio, merge_min_tokens)}

@@ -66,6 +66,9 @@ def _speed_options(fn: Any) -> Any:
         click.option("--offload", type=click.Choice(["model", "sequential"]), default=None,
                      help="GPU only: keep weights in CPU memory and move whole models (model) or layers "
                      "(sequential) to the GPU while they run."),
+        click.option("--tome", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+                     metavar="RATIO", help="Approximate: merge this share of frame 1's keys/values in the "
+                     "highest-resolution self-attention (token merging); off by default."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -191,7 +194,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
                   num_inference_steps=steps, guidance_scale=guidance, negative_prompt=negative,
                   generator=torch.Generator().manual_seed(seed), motion=delta, t0=t0, t1=t1, chunk_size=chunk_size,
                   cross_frame_attention=not no_cross_frame_attention, compat=compat, background_smoothing=smoothing,
-                  scheduler=scheduler, timestep_spacing=timestep_spacing)
+                  scheduler=scheduler, timestep_spacing=timestep_spacing, token_merging=speed.get("tome"))
     video = result.uint8()[0]
     path = write_video(video, output, fps=fps)
     if sheet:
@@ -327,7 +330,8 @@ def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditi
                           negative_prompt=o["negative"],
                           num_inference_steps=steps, guidance_scale=guidance,
                           generator=torch.Generator().manual_seed(o["seed"]), chunk_size=o["chunk_size"],
-                          compat=o["compat"], scheduler=o["scheduler"], timestep_spacing=o["timestep_spacing"])
+                          compat=o["compat"], scheduler=o["scheduler"], timestep_spacing=o["timestep_spacing"],
+                          token_merging=o["tome"])
     _finish(result, o, fps, [frames, *maps])
 
 
@@ -358,7 +362,8 @@ def edit(input_video: str, instruction: str, steps: int, guidance: float, image_
     result = pipe.edit(instruction, frames, negative_prompt=o["negative"], num_inference_steps=steps,
                        guidance_scale=guidance, image_guidance_scale=image_guidance,
                        generator=torch.Generator().manual_seed(o["seed"]), chunk_size=o["chunk_size"],
-                       compat=o["compat"], scheduler=o["scheduler"], timestep_spacing=o["timestep_spacing"])
+                       compat=o["compat"], scheduler=o["scheduler"], timestep_spacing=o["timestep_spacing"],
+                       token_merging=o["tome"])
     _finish(result, o, fps, [frames])
 
 

@@ -115,6 +115,7 @@ class Guidance:
     combine: Callable[[torch.Tensor], torch.Tensor]
     cross_frame: bool = True
     hooks: Sequence[UnetHook] = ()
+    token_merging: float = 0.0  # ToMe ratio for frame 1's keys/values at the highest resolution (approximate)
 
     def __call__(self, latents: torch.Tensor, t: torch.Tensor, frame_ids: Sequence[int],
                  cache: dict | None = None) -> torch.Tensor:
@@ -122,7 +123,9 @@ class Guidance:
         model_input = latents.repeat(groups, 1, 1, 1)
         kwargs = self.cond.for_frames(frames)
         if self.cross_frame:
-            kwargs["cross_attention_kwargs"] = frame_kwargs(frames, frame_ids[0] == 0, cache)
+            tokens = latents.shape[-2] * latents.shape[-1]  # the UNet's highest resolution
+            kwargs["cross_attention_kwargs"] = frame_kwargs(frames, frame_ids[0] == 0, cache, self.token_merging,
+                                                            tokens)
         for hook in self.hooks:
             model_input, extra = hook(model_input, t, kwargs, frame_ids)
             clash = set(extra) & set(kwargs)

@@ -118,10 +118,20 @@ class Anchor:
     seeds: list[list[int]] | None
     generator: Any = None
     frame1_generators_at_t0: list[torch.Generator] | None = None
+    token_merging: float = 0.0
 
     @property
     def videos(self) -> int:
         return self.x_t0.shape[0]
+
+
+def check_token_merging(ratio: float | None) -> float:
+    """A token-merging ratio in (0, 1), or None/0 for none."""
+    if ratio is None or ratio == 0:
+        return 0.0
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0.0 < float(ratio) < 1.0:
+        raise UserError(f"token merging must be a ratio between 0 and 1 (exclusive), got {ratio}; e.g. --tome 0.5")
+    return float(ratio)
 
 
 def check_prompts(prompt: Any, negative_prompt: Any) -> tuple[list[str], list[str]]:
@@ -144,11 +154,14 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
                 eta: float | None = None, generator: torch.Generator | list[torch.Generator] | None = None,
                 motion: tuple[float, float] = _D["motion"], t0: int = _D["t0"], t1: int = _D["t1"],
                 cross_frame: bool = True, compat: str = "t2vzero", scheduler: str | None = None,
-                timestep_spacing: str | None = None, progress: Any = None) -> Anchor:
+                timestep_spacing: str | None = None, token_merging: float | None = None,
+                progress: Any = None) -> Anchor:
     """Phase 1: check the arguments, encode the prompts, draw the noise, denoise frame 1 to t1 and t0.
 
     `scheduler`/`timestep_spacing` pick another sampler on the model's noise schedule (see
-    `t2vzero.schedulers`). `progress` is an optional tqdm-like bar, advanced once per step.
+    `t2vzero.schedulers`). `token_merging` in (0, 1) merges that share of frame 1's keys/values in the
+    highest-resolution self-attention layers (ToMe; faster, approximate). `progress` is an optional
+    tqdm-like bar, advanced once per step.
     """
     prompts, negatives = check_prompts(prompt, negative_prompt)
     check_video_args(video_length=video_length, height=height, width=width, num_inference_steps=num_inference_steps,
@@ -156,6 +169,7 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
     video_length = int(video_length)
     check_finite({"guidance_scale": guidance_scale, "eta": eta, "motion dx": motion[0], "motion dy": motion[1]})
     recipe = RECIPES[compat]
+    token_merging = check_token_merging(token_merging)
     unet, vae = components["unet"], components["vae"]
     sched = copy.deepcopy(make_scheduler(components["scheduler"], scheduler, timestep_spacing))
     device, dtype = execution_device(unet), unet.dtype
@@ -195,7 +209,7 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
 
     # Frame 1's two stretches share one set of generators: its step noise continues across t1.
     frame1 = generators([per[0] for per in seeds]) if seeds is not None else generator
-    predict = Guidance(unet, cond, cfg_combine(guidance_scale), cross_frame=cross_frame)
+    predict = Guidance(unet, cond, cfg_combine(guidance_scale), cross_frame=cross_frame, token_merging=token_merging)
     start = Chunk([0], x_T, sched, step_kwargs(sched, frame1, eta))
     with cross_frame_attention(unet):
         (at_t1,) = denoise([start], timesteps[:i1], predict, progress=progress)
@@ -208,7 +222,8 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
                   scheduler_at_t1=fresh, timesteps_after_t1=after_t1, scheduler_at_t0=copy.deepcopy(sched),
                   timesteps_after_t0=timesteps[i0:], eta=eta, seeds=seeds,
                   generator=None if recipe.noise_streams else generator,
-                  frame1_generators_at_t0=copy.deepcopy(frame1) if seeds is not None else None)
+                  frame1_generators_at_t0=copy.deepcopy(frame1) if seeds is not None else None,
+                  token_merging=token_merging)
 
 
 def render_steps(anchor: Anchor) -> int:
@@ -232,7 +247,8 @@ def render_latents(components: dict[str, Any], anchor: Anchor, frame_ids: Sequen
     if chunk_size is not None and chunk_size < 2:
         raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {chunk_size}")
     unet = components["unet"]
-    predict = Guidance(unet, anchor.cond, cfg_combine(anchor.guidance_scale), cross_frame=anchor.cross_frame)
+    predict = Guidance(unet, anchor.cond, cfg_combine(anchor.guidance_scale), cross_frame=anchor.cross_frame,
+                       token_merging=anchor.token_merging)
     if anchor.num_frames == 1:
         sched = copy.deepcopy(anchor.scheduler_at_t0)
         gens = copy.deepcopy(anchor.frame1_generators_at_t0) if anchor.seeds is not None else anchor.generator

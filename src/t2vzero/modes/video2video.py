@@ -40,7 +40,7 @@ from ..generate import (
     vae_factor,
 )
 from ..schedulers import make_scheduler, set_timesteps
-from .text2video import RECIPES
+from .text2video import RECIPES, check_token_merging
 
 
 def frames_to_tensor(frames: np.ndarray, device: Any, dtype: Any, normalize: bool) -> torch.Tensor:
@@ -152,7 +152,8 @@ def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[
                   negative_prompt: str = "", num_inference_steps: int | None = None,
                   guidance_scale: float | None = None, eta: float | None = None, generator: Any = None,
                   chunk_size: int | None = None, compat: str = "t2vzero", scheduler: str | None = None,
-                  timestep_spacing: str | None = None, progress: bool = True) -> VideoOutput:
+                  timestep_spacing: str | None = None, token_merging: float | None = None,
+                  progress: bool = True) -> VideoOutput:
     """ControlNet video (paper §4.2): one shared noise, cross-frame attention in UNet and ControlNets.
 
     `conditions` holds one (F, H, W, 3) uint8 video of condition maps per ControlNet. None arguments
@@ -188,7 +189,8 @@ def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[
     shape = (unet.config.in_channels, height // factor, width // factor)
     x_T = _start_noise(shape, num_frames, generator, device, dtype, shared=True)
     guidance = Guidance(unet, cond, cfg_combine(guidance_scale),
-                        hooks=[_controlnet_hook(controlnets, scales, maps, cond.groups)])
+                        hooks=[_controlnet_hook(controlnets, scales, maps, cond.groups)],
+                        token_merging=check_token_merging(token_merging))
     return _run(components, guidance, x_T, num_inference_steps, chunk_size, generator, eta, compat,
                 [unet, *controlnets], scheduler, timestep_spacing, progress)
 
@@ -198,7 +200,8 @@ def edit_video(components: dict[str, Any], instruction: str, frames: np.ndarray,
                num_inference_steps: int | None = None, guidance_scale: float | None = None,
                image_guidance_scale: float | None = None, eta: float | None = None, generator: Any = None,
                chunk_size: int | None = None, compat: str = "t2vzero", scheduler: str | None = None,
-               timestep_spacing: str | None = None, progress: bool = True) -> VideoOutput:
+               timestep_spacing: str | None = None, token_merging: float | None = None,
+               progress: bool = True) -> VideoOutput:
     """Video Instruct-Pix2Pix (paper §4.3): edit (F, H, W, 3) uint8 frames by an instruction.
 
     The UNet takes 8 channels (noise latents + the input frame's latents); cross-frame attention runs
@@ -241,7 +244,7 @@ def edit_video(components: dict[str, Any], instruction: str, frames: np.ndarray,
     num_frames = len(frames)
     x_T = _start_noise(tuple(image_latents.shape[1:]), num_frames, generator, device, dtype,
                        shared=RECIPES[compat].shared_edit_noise)
-    guidance = Guidance(unet, cond, combine, hooks=[hook])
+    guidance = Guidance(unet, cond, combine, hooks=[hook], token_merging=check_token_merging(token_merging))
     return _run(components, guidance, x_T, num_inference_steps, chunk_size, generator, eta, compat, [unet],
                 scheduler, timestep_spacing, progress)
 
