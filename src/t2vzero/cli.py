@@ -69,6 +69,9 @@ def _speed_options(fn: Any) -> Any:
         click.option("--tome", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
                      metavar="RATIO", help="Approximate: merge this share of frame 1's keys/values in the "
                      "highest-resolution self-attention (token merging); off by default."),
+        click.option("--cache-interval", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Approximate: run the whole UNet every N-th step and only its shallow branch between "
+                     "(feature reuse, DeepCache); 1 or unset: off."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -194,7 +197,8 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
                   num_inference_steps=steps, guidance_scale=guidance, negative_prompt=negative,
                   generator=torch.Generator().manual_seed(seed), motion=delta, t0=t0, t1=t1, chunk_size=chunk_size,
                   cross_frame_attention=not no_cross_frame_attention, compat=compat, background_smoothing=smoothing,
-                  scheduler=scheduler, timestep_spacing=timestep_spacing, token_merging=speed.get("tome"))
+                  scheduler=scheduler, timestep_spacing=timestep_spacing, token_merging=speed.get("tome"),
+                  cache_interval=speed.get("cache_interval"))
     video = result.uint8()[0]
     path = write_video(video, output, fps=fps)
     if sheet:
@@ -331,7 +335,7 @@ def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditi
                           num_inference_steps=steps, guidance_scale=guidance,
                           generator=torch.Generator().manual_seed(o["seed"]), chunk_size=o["chunk_size"],
                           compat=o["compat"], scheduler=o["scheduler"], timestep_spacing=o["timestep_spacing"],
-                          token_merging=o["tome"])
+                          token_merging=o["tome"], cache_interval=o["cache_interval"])
     _finish(result, o, fps, [frames, *maps])
 
 
@@ -363,7 +367,7 @@ def edit(input_video: str, instruction: str, steps: int, guidance: float, image_
                        guidance_scale=guidance, image_guidance_scale=image_guidance,
                        generator=torch.Generator().manual_seed(o["seed"]), chunk_size=o["chunk_size"],
                        compat=o["compat"], scheduler=o["scheduler"], timestep_spacing=o["timestep_spacing"],
-                       token_merging=o["tome"])
+                       token_merging=o["tome"], cache_interval=o["cache_interval"])
     _finish(result, o, fps, [frames])
 
 

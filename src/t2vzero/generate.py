@@ -9,6 +9,7 @@ once per step however the video is split, and peak memory is bounded by the chun
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import deepcache
 from .attention import frame_kwargs
 from .errors import UserError
 
@@ -116,9 +118,10 @@ class Guidance:
     cross_frame: bool = True
     hooks: Sequence[UnetHook] = ()
     token_merging: float = 0.0  # ToMe ratio for frame 1's keys/values at the highest resolution (approximate)
+    cache_interval: int = 1  # DeepCache: the whole UNet every this many steps, the shallow branch between
 
     def __call__(self, latents: torch.Tensor, t: torch.Tensor, frame_ids: Sequence[int],
-                 cache: dict | None = None) -> torch.Tensor:
+                 cache: dict | None = None, features: tuple[Any, bool] | None = None) -> torch.Tensor:
         groups, videos, frames = self.cond.groups, self.cond.videos, len(frame_ids)
         model_input = latents.repeat(groups, 1, 1, 1)
         kwargs = self.cond.for_frames(frames)
@@ -132,7 +135,11 @@ class Guidance:
             if clash:
                 raise ValueError(f"two hooks set the same UNet argument(s) {sorted(clash)}")
             kwargs = {**kwargs, **extra}
-        noise_pred = self.unet(model_input, t, **kwargs).sample
+        if features is not None and self.cache_interval > 1:
+            with deepcache.step(*features):
+                noise_pred = self.unet(model_input, t, **kwargs).sample
+        else:
+            noise_pred = self.unet(model_input, t, **kwargs).sample
         return self.combine(noise_pred.view(groups, videos * frames, *noise_pred.shape[1:]))
 
 
@@ -213,19 +220,23 @@ def denoise(chunks: list[Chunk], timesteps: torch.Tensor, predict: Guidance, *,
     shared = len(chunks) > 1
     if shared and predict.cross_frame and chunks[0].ids[0] != 0:
         raise ValueError("the first chunk must hold frame 1 (id 0), whose keys/values the others attend to")
-    for t in timesteps:
-        cache: dict | None = {} if shared else None
-        for c in chunks:
-            noise_pred = predict(c.scheduler.scale_model_input(c.latents, t), t, c.ids, cache)
-            c.latents = c.scheduler.step(noise_pred, t, c.latents, **c.step_kwargs).prev_sample
-        if after_step:
-            first = chunks[0]
-            anchor = first.latents.view(-1, len(first.ids), *first.latents.shape[1:])[:, 0]
-            for c in chunks:
-                for hook in after_step:
-                    c.latents = hook(c.latents, c.ids, anchor)
-        if progress is not None:
-            progress.update()
+    interval = predict.cache_interval
+    slots = [deepcache.FeatureSlot() for _ in chunks]  # each chunk keeps its own deep features
+    with deepcache.deep_blocks_skippable(predict.unet) if interval > 1 else contextlib.nullcontext():
+        for i, t in enumerate(timesteps):
+            cache: dict | None = {} if shared else None
+            for c, slot in zip(chunks, slots, strict=True):
+                noise_pred = predict(c.scheduler.scale_model_input(c.latents, t), t, c.ids, cache,
+                                     (slot, i % interval != 0))
+                c.latents = c.scheduler.step(noise_pred, t, c.latents, **c.step_kwargs).prev_sample
+            if after_step:
+                first = chunks[0]
+                anchor = first.latents.view(-1, len(first.ids), *first.latents.shape[1:])[:, 0]
+                for c in chunks:
+                    for hook in after_step:
+                        c.latents = hook(c.latents, c.ids, anchor)
+            if progress is not None:
+                progress.update()
     return chunks
 
 

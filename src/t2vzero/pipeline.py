@@ -89,7 +89,8 @@ class TextToVideoZero:
                  motion: tuple[float, float] | None = None, t0: int | None = None, t1: int | None = None,
                  chunk_size: int | None = None, cross_frame_attention: bool = True, compat: str = "t2vzero",
                  scheduler: str | None = None, timestep_spacing: str | None = None,
-                 token_merging: float | None = None, background_smoothing: float | None = None,
+                 token_merging: float | None = None, cache_interval: int | None = None,
+                 background_smoothing: float | None = None,
                  foreground_masks: Any = None, progress: bool = True) -> VideoOutput:
         """Generate videos; None arguments take the model's defaults, then the paper's.
 
@@ -102,7 +103,7 @@ class TextToVideoZero:
             guidance_scale=guidance_scale, negative_prompt=negative_prompt,
             num_videos_per_prompt=num_videos_per_prompt, eta=eta, generator=generator, motion=motion, t0=t0, t1=t1,
             cross_frame=cross_frame_attention, compat=compat, scheduler=scheduler, timestep_spacing=timestep_spacing,
-            token_merging=token_merging)
+            token_merging=token_merging, cache_interval=cache_interval)
         return text_to_video(self.components, prompt, chunk_size=chunk_size, background_smoothing=background_smoothing,
                              foreground_masks=foreground_masks, progress=progress, **args)
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..attention import cross_frame_attention
 from ..checks import check_finite, check_video_args
+from ..deepcache import check_interval
 from ..defaults import TEXT_TO_VIDEO as _D
 from ..errors import UserError
 from ..generate import (
@@ -119,6 +120,7 @@ class Anchor:
     generator: Any = None
     frame1_generators_at_t0: list[torch.Generator] | None = None
     token_merging: float = 0.0
+    cache_interval: int = 1
 
     @property
     def videos(self) -> int:
@@ -155,13 +157,14 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
                 motion: tuple[float, float] = _D["motion"], t0: int = _D["t0"], t1: int = _D["t1"],
                 cross_frame: bool = True, compat: str = "t2vzero", scheduler: str | None = None,
                 timestep_spacing: str | None = None, token_merging: float | None = None,
-                progress: Any = None) -> Anchor:
+                cache_interval: int | None = None, progress: Any = None) -> Anchor:
     """Phase 1: check the arguments, encode the prompts, draw the noise, denoise frame 1 to t1 and t0.
 
     `scheduler`/`timestep_spacing` pick another sampler on the model's noise schedule (see
     `t2vzero.schedulers`). `token_merging` in (0, 1) merges that share of frame 1's keys/values in the
-    highest-resolution self-attention layers (ToMe; faster, approximate). `progress` is an optional
-    tqdm-like bar, advanced once per step.
+    highest-resolution self-attention layers (ToMe; faster, approximate); `cache_interval` N > 1 runs
+    the whole UNet every N-th step and only its shallow branch between (DeepCache; approximate).
+    `progress` is an optional tqdm-like bar, advanced once per step.
     """
     prompts, negatives = check_prompts(prompt, negative_prompt)
     check_video_args(video_length=video_length, height=height, width=width, num_inference_steps=num_inference_steps,
@@ -170,6 +173,7 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
     check_finite({"guidance_scale": guidance_scale, "eta": eta, "motion dx": motion[0], "motion dy": motion[1]})
     recipe = RECIPES[compat]
     token_merging = check_token_merging(token_merging)
+    cache_interval = check_interval(cache_interval)
     unet, vae = components["unet"], components["vae"]
     sched = copy.deepcopy(make_scheduler(components["scheduler"], scheduler, timestep_spacing))
     device, dtype = execution_device(unet), unet.dtype
@@ -209,7 +213,8 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
 
     # Frame 1's two stretches share one set of generators: its step noise continues across t1.
     frame1 = generators([per[0] for per in seeds]) if seeds is not None else generator
-    predict = Guidance(unet, cond, cfg_combine(guidance_scale), cross_frame=cross_frame, token_merging=token_merging)
+    predict = Guidance(unet, cond, cfg_combine(guidance_scale), cross_frame=cross_frame, token_merging=token_merging,
+                       cache_interval=cache_interval)
     start = Chunk([0], x_T, sched, step_kwargs(sched, frame1, eta))
     with cross_frame_attention(unet):
         (at_t1,) = denoise([start], timesteps[:i1], predict, progress=progress)
@@ -223,7 +228,7 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
                   timesteps_after_t0=timesteps[i0:], eta=eta, seeds=seeds,
                   generator=None if recipe.noise_streams else generator,
                   frame1_generators_at_t0=copy.deepcopy(frame1) if seeds is not None else None,
-                  token_merging=token_merging)
+                  token_merging=token_merging, cache_interval=cache_interval)
 
 
 def render_steps(anchor: Anchor) -> int:
@@ -248,7 +253,7 @@ def render_latents(components: dict[str, Any], anchor: Anchor, frame_ids: Sequen
         raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {chunk_size}")
     unet = components["unet"]
     predict = Guidance(unet, anchor.cond, cfg_combine(anchor.guidance_scale), cross_frame=anchor.cross_frame,
-                       token_merging=anchor.token_merging)
+                       token_merging=anchor.token_merging, cache_interval=anchor.cache_interval)
     if anchor.num_frames == 1:
         sched = copy.deepcopy(anchor.scheduler_at_t0)
         gens = copy.deepcopy(anchor.frame1_generators_at_t0) if anchor.seeds is not None else anchor.generator

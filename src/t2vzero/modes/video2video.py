@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..attention import cross_frame_attention
 from ..checks import check_finite, check_run_args
+from ..deepcache import check_interval
 from ..defaults import CONTROL, pick
 from ..errors import UserError
 from ..generate import (
@@ -153,7 +154,7 @@ def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[
                   guidance_scale: float | None = None, eta: float | None = None, generator: Any = None,
                   chunk_size: int | None = None, compat: str = "t2vzero", scheduler: str | None = None,
                   timestep_spacing: str | None = None, token_merging: float | None = None,
-                  progress: bool = True) -> VideoOutput:
+                  cache_interval: int | None = None, progress: bool = True) -> VideoOutput:
     """ControlNet video (paper §4.2): one shared noise, cross-frame attention in UNet and ControlNets.
 
     `conditions` holds one (F, H, W, 3) uint8 video of condition maps per ControlNet. None arguments
@@ -190,7 +191,7 @@ def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[
     x_T = _start_noise(shape, num_frames, generator, device, dtype, shared=True)
     guidance = Guidance(unet, cond, cfg_combine(guidance_scale),
                         hooks=[_controlnet_hook(controlnets, scales, maps, cond.groups)],
-                        token_merging=check_token_merging(token_merging))
+                        token_merging=check_token_merging(token_merging), cache_interval=check_interval(cache_interval))
     return _run(components, guidance, x_T, num_inference_steps, chunk_size, generator, eta, compat,
                 [unet, *controlnets], scheduler, timestep_spacing, progress)
 
@@ -201,7 +202,7 @@ def edit_video(components: dict[str, Any], instruction: str, frames: np.ndarray,
                image_guidance_scale: float | None = None, eta: float | None = None, generator: Any = None,
                chunk_size: int | None = None, compat: str = "t2vzero", scheduler: str | None = None,
                timestep_spacing: str | None = None, token_merging: float | None = None,
-               progress: bool = True) -> VideoOutput:
+               cache_interval: int | None = None, progress: bool = True) -> VideoOutput:
     """Video Instruct-Pix2Pix (paper §4.3): edit (F, H, W, 3) uint8 frames by an instruction.
 
     The UNet takes 8 channels (noise latents + the input frame's latents); cross-frame attention runs
@@ -244,7 +245,8 @@ def edit_video(components: dict[str, Any], instruction: str, frames: np.ndarray,
     num_frames = len(frames)
     x_T = _start_noise(tuple(image_latents.shape[1:]), num_frames, generator, device, dtype,
                        shared=RECIPES[compat].shared_edit_noise)
-    guidance = Guidance(unet, cond, combine, hooks=[hook], token_merging=check_token_merging(token_merging))
+    guidance = Guidance(unet, cond, combine, hooks=[hook], token_merging=check_token_merging(token_merging),
+                        cache_interval=check_interval(cache_interval))
     return _run(components, guidance, x_T, num_inference_steps, chunk_size, generator, eta, compat, [unet],
                 scheduler, timestep_spacing, progress)
 
