@@ -5,7 +5,7 @@ each model's forward, then prints each share of the wall time and the profiler's
 "Everything else" (the loop, warps, schedulers, guidance arithmetic, decoding glue) is the budget the
 issue allows t2vzero itself: ≤ 3 %.
 
-    python benchmarks/profile.py [--size 256] [--frames 8] [--steps 20] [--chunk-size N]
+    python benchmarks/time_profile.py [--size 256] [--frames 8] [--steps 20] [--chunk-size N]
 """
 
 from __future__ import annotations
