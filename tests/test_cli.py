@@ -65,7 +65,8 @@ def test_every_generation_option_reaches_the_pipeline(capsys, tmp_path, tiny_mod
     model = ["--model", str(tiny_model_dir), *FAST]
     code, _, err = cli(capsys, "generate", "a red circle", *model, "--no-motion", "--no-cross-frame-attention",
                        "--compat", "diffusers", "--scheduler", "euler", "--timestep-spacing", "trailing",
-                       "--t0", "300", "--t1", "700", "--guidance", "3", "--seed", "9", "-o", str(tmp_path / "a.gif"))
+                       "--t0", "300", "--t1", "700", "--guidance", "3", "--seed", "9", "--tome", "0.5",
+                       "--cache-interval", "2", "-o", str(tmp_path / "a.gif"))
     assert code == 0, err
     code, _, err = cli(capsys, "generate", "a red circle", *model, "--background-smoothing", "0.6", "--chunk-size",
                        "2", "--motion", "8,-4", "-o", str(tmp_path / "b.gif"))
@@ -75,8 +76,10 @@ def test_every_generation_option_reaches_the_pipeline(capsys, tmp_path, tiny_mod
     assert (first["scheduler"], first["timestep_spacing"]) == ("euler", "trailing")
     assert (first["t0"], first["t1"], first["guidance_scale"], first["num_inference_steps"]) == (300, 700, 3.0, 4)
     assert first["generator"].initial_seed() == 9 and first["video_length"] == 3
+    assert (first["token_merging"], first["cache_interval"]) == (0.5, 2)
     assert second["background_smoothing"] == 0.6 and second["chunk_size"] == 2 and second["motion"] == (8.0, -4.0)
     assert second["compat"] == "t2vzero" and second["cross_frame"] is True and second["scheduler"] is None
+    assert (second["token_merging"], second["cache_interval"]) == (None, None)
 
 
 @pytest.mark.parametrize("args,match", [
