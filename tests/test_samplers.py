@@ -186,3 +186,20 @@ def test_cli_names_the_steps_a_short_schedule_needs(tmp_path, capsys, tiny_model
     assert run(["generate", "a red circle", "--model", str(tiny_model_dir), "--steps", "1", "-o", str(out)]) == 2
     assert "--steps 2 or more" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_model_may_ship_its_sampler_in_its_defaults(parts, tmp_path):
+    import json
+
+    from t2vzero.models import read_model_defaults
+
+    pipe = TextToVideoZero(**parts, defaults={"scheduler": "euler", "timestep_spacing": "trailing",
+                                              "num_inference_steps": 6})
+    anchor = pipe.anchor("a red circle", video_length=2, height=64, width=64, generator=seeded(0))
+    assert type(anchor.scheduler_at_t0).__name__ == "EulerDiscreteScheduler"
+    assert len(anchor.scheduler_at_t0.timesteps) == 6 and anchor.scheduler_at_t0.config.timestep_spacing == "trailing"
+    chosen = pipe.anchor("a red circle", video_length=2, height=64, width=64, generator=seeded(0), scheduler="lcm")
+    assert type(chosen.scheduler_at_t0).__name__ == "LCMScheduler" and len(chosen.scheduler_at_t0.timesteps) == 4
+    (tmp_path / "t2vzero.json").write_text(json.dumps({"scheduler": "dpm"}))
+    with pytest.raises(UserError, match="scheduler must be a sampler name"):
+        read_model_defaults(tmp_path)

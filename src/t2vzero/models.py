@@ -200,7 +200,15 @@ _DEFAULT_KEYS: dict[str, tuple[Any, str]] = {
     "t0": (lambda v: _is_int(v) and v >= 0, "a timestep (whole number)"),
     "t1": (lambda v: _is_int(v) and v >= 0, "a timestep (whole number)"),
     "vocabulary": (lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v), "a list of words"),
+    "scheduler": (lambda v: v in _scheduler_names(), "a sampler name (t2vzero.schedulers.SCHEDULERS)"),
+    "timestep_spacing": (lambda v: v in ("leading", "trailing", "linspace"), "leading, trailing or linspace"),
 }
+
+
+def _scheduler_names() -> tuple[str, ...]:
+    from .schedulers import SCHEDULERS
+
+    return tuple(SCHEDULERS)
 
 
 def _is_int(v: Any) -> bool:

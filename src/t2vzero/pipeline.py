@@ -71,8 +71,12 @@ class TextToVideoZero:
         from .defaults import pick
         from .schedulers import default_steps
 
-        if given.get("num_inference_steps") is None and default_steps(given.get("scheduler")) is not None:
-            given["num_inference_steps"] = default_steps(given.get("scheduler"))
+        if given.get("scheduler") is None and self.defaults.get("scheduler"):  # the model's sampler, with its spacing
+            given["scheduler"] = self.defaults["scheduler"]
+            if given.get("timestep_spacing") is None:
+                given["timestep_spacing"] = self.defaults.get("timestep_spacing")
+        elif given.get("num_inference_steps") is None and default_steps(given.get("scheduler")) is not None:
+            given["num_inference_steps"] = default_steps(given.get("scheduler"))  # a sampler the caller chose
         if given.get("height") is None or given.get("width") is None:
             native_h, native_w = self.native_size()
             given["height"] = native_h if given.get("height") is None else given["height"]
