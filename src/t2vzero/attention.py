@@ -83,8 +83,10 @@ def _plain(original: Any, attn: Any, hidden_states: torch.Tensor, encoder_hidden
         from diffusers.models.attention_processor import AttnProcessor2_0
 
         original = AttnProcessor2_0()
+    if temb is not None:  # as diffusers' Attention calls processors: temb only when there is one
+        kwargs["temb"] = temb
     return original(attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask,
-                    temb=temb, **kwargs)
+                    **kwargs)
 
 
 def _cross_frame(attn: Any, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,

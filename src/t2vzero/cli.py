@@ -497,7 +497,7 @@ def _check_single_file_config(model: str | None, config: str | None) -> None:
 
 def _warn_long_prompt(pipe: Any, *texts: str) -> None:
     """CLIP reads a fixed number of tokens; the rest of a longer prompt is cut off."""
-    from .generate import token_limit
+    from .prompts import token_limit
 
     tokenizer = pipe.tokenizer
     limit = token_limit(tokenizer, pipe.text_encoder)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-import math
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -90,14 +89,23 @@ def _per_frame(x: torch.Tensor, frames: int) -> torch.Tensor:
     return x[:, :, None].expand(groups, videos, frames, *x.shape[2:]).reshape(groups * videos * frames, *x.shape[2:])
 
 
-def cfg_combine(guidance_scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Classifier-free guidance over groups [unconditional, text]: ε_u + s·(ε_t − ε_u)."""
+def cfg_combine(guidance_scale: float, guidance_rescale: float = 0.0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Classifier-free guidance over groups [unconditional, text]: ε_u + s·(ε_t − ε_u).
+
+    `guidance_rescale` φ (Lin et al. 2023, §3.4) pulls each frame's guided prediction back towards the
+    text prediction's standard deviation: φ·ε·σ(ε_t)/σ(ε) + (1 − φ)·ε, against over-exposure.
+    """
 
     def combine(noise_pred: torch.Tensor) -> torch.Tensor:
         if noise_pred.shape[0] == 1:
             return noise_pred[0]
         uncond, text = noise_pred
-        return uncond + guidance_scale * (text - uncond)
+        guided = uncond + guidance_scale * (text - uncond)
+        if guidance_rescale > 0:
+            dims = list(range(1, guided.ndim))
+            rescaled = guided * (text.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+            guided = guidance_rescale * rescaled + (1 - guidance_rescale) * guided
+        return guided
 
     return combine
 
@@ -256,58 +264,6 @@ def gather(chunks: Sequence[Chunk], frame_ids: Sequence[int], videos: int) -> to
         c, j = where[k]
         parts.append(c.latents.view(videos, len(c.ids), *c.latents.shape[1:])[:, j])
     return torch.stack(parts, dim=1)
-
-
-def token_limit(tokenizer: Any, text_encoder: Any) -> int:
-    """Tokens the text encoder reads: the tokenizer's length, which transformers leaves huge when unset."""
-    positions = getattr(getattr(text_encoder, "config", None), "max_position_embeddings", None)
-    return min(tokenizer.model_max_length, positions) if positions else tokenizer.model_max_length
-
-
-def _encode_texts(tokenizer: Any, text_encoder: Any, texts: Sequence[str], device: Any) -> torch.Tensor:
-    """CLIP text embeddings (len(texts), tokens, dim), padded to the tokenizer's maximum length."""
-    ids = tokenizer(list(texts), padding="max_length", max_length=token_limit(tokenizer, text_encoder),
-                    truncation=True, return_tensors="pt")
-    mask = None
-    if getattr(text_encoder.config, "use_attention_mask", False):
-        mask = ids.attention_mask.to(device)
-    return text_encoder(ids.input_ids.to(device), attention_mask=mask)[0]
-
-
-def encode_prompt(components: dict[str, Any], prompts: Sequence[str], negatives: Sequence[str], *,
-                  guidance_scale: float, videos_per_prompt: int = 1, guided: bool | None = None) -> Conditioning:
-    """The text conditions of every mode: groups [negative, text] with guidance, else [text].
-
-    Guidance is on for `guidance_scale` > 1 unless `guided` says otherwise. Each prompt's row is
-    repeated `videos_per_prompt` times (videos laid out prompt-major). An LCM-distilled UNet (one with
-    `time_cond_proj_dim`) takes guidance as an embedding of w instead of a second group.
-    """
-    unet = components["unet"]
-    tok, enc = components["tokenizer"], components["text_encoder"]
-    lcm_dim = getattr(unet.config, "time_cond_proj_dim", None)
-    guided = (guidance_scale > 1.0 and not lcm_dim) if guided is None else guided
-    groups = [_encode_texts(tok, enc, prompts, execution_device(unet))]
-    if guided:
-        groups.insert(0, _encode_texts(tok, enc, negatives, execution_device(unet)))
-    embeds = torch.stack(groups).repeat_interleave(videos_per_prompt, dim=1)
-    extra = {}
-    if lcm_dim:
-        w = guidance_embedding(guidance_scale, lcm_dim, embeds.shape[1]).to(embeds.device)
-        extra["timestep_cond"] = w[None].expand(embeds.shape[0], -1, -1)
-    return Conditioning(embeds, extra=extra).to(unet.dtype)
-
-
-def guidance_embedding(w: float, dim: int, rows: int) -> torch.Tensor:
-    """Sinusoidal embedding of the guidance scale w − 1 that LCM-distilled UNets take as `timestep_cond`
-    (Luo et al. 2023; the Fourier features of VDM, scaled by 1000): (rows, dim)."""
-    value = torch.full((rows,), (w - 1.0) * 1000.0, dtype=torch.float64)
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / (half - 1))
-    angles = value[:, None] * freqs[None]
-    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
-    if dim % 2:
-        emb = torch.nn.functional.pad(emb, (0, 1))
-    return emb.float()
 
 
 def execution_device(model: Any) -> torch.device:

@@ -9,16 +9,20 @@ from .generate import VideoOutput, vae_factor
 
 
 class TextToVideoZero:
-    """Zero-shot text-to-video on any Stable Diffusion 1.x/2.x components.
+    """Zero-shot text-to-video on any Stable Diffusion 1.x/2.x or SDXL components.
 
     >>> pipe = TextToVideoZero.from_pretrained("path/to/sd15")        # doctest: +SKIP
     >>> video = pipe("a horse galloping", generator=torch.Generator().manual_seed(0)).frames[0]  # doctest: +SKIP
     """
 
     def __init__(self, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any,
-                 defaults: dict[str, Any] | None = None) -> None:
+                 defaults: dict[str, Any] | None = None, *, text_encoder_2: Any = None, tokenizer_2: Any = None,
+                 force_zeros_for_empty_prompt: bool = True) -> None:
         self.components = {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
                            "scheduler": scheduler}
+        if text_encoder_2 is not None or tokenizer_2 is not None:  # SDXL
+            self.components.update(text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
+                                   force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
         self.defaults = dict(defaults or {})
 
     def __getattr__(self, name: str) -> Any:
@@ -94,8 +98,11 @@ class TextToVideoZero:
                  chunk_size: int | None = None, cross_frame_attention: bool = True, compat: str = "t2vzero",
                  scheduler: str | None = None, timestep_spacing: str | None = None,
                  token_merging: float | None = None, cache_interval: int | None = None,
-                 background_smoothing: float | None = None,
-                 foreground_masks: Any = None, progress: bool = True) -> VideoOutput:
+                 background_smoothing: float | None = None, foreground_masks: Any = None,
+                 prompt_2: str | list[str] | None = None, negative_prompt_2: str | list[str] | None = None,
+                 guidance_rescale: float = 0.0, original_size: tuple[int, int] | None = None,
+                 crops_coords_top_left: tuple[int, int] = (0, 0), target_size: tuple[int, int] | None = None,
+                 progress: bool = True) -> VideoOutput:
         """Generate videos; None arguments take the model's defaults, then the paper's.
 
         `scheduler` names a sampler of `t2vzero.schedulers.SCHEDULERS` (default: the model's own).
@@ -107,7 +114,9 @@ class TextToVideoZero:
             guidance_scale=guidance_scale, negative_prompt=negative_prompt,
             num_videos_per_prompt=num_videos_per_prompt, eta=eta, generator=generator, motion=motion, t0=t0, t1=t1,
             cross_frame=cross_frame_attention, compat=compat, scheduler=scheduler, timestep_spacing=timestep_spacing,
-            token_merging=token_merging, cache_interval=cache_interval)
+            token_merging=token_merging, cache_interval=cache_interval, prompt_2=prompt_2,
+            negative_prompt_2=negative_prompt_2, guidance_rescale=guidance_rescale, original_size=original_size,
+            crops_coords_top_left=crops_coords_top_left, target_size=target_size)
         return text_to_video(self.components, prompt, chunk_size=chunk_size, background_smoothing=background_smoothing,
                              foreground_masks=foreground_masks, progress=progress, **args)
 

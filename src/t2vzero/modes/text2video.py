@@ -39,7 +39,6 @@ from ..generate import (
     check_generator,
     decode_video,
     denoise,
-    encode_prompt,
     execution_device,
     gather,
     generators,
@@ -49,6 +48,7 @@ from ..generate import (
     vae_factor,
 )
 from ..motion import latent_shifts, reference_warp_latents, translate_latents
+from ..prompts import encode_prompt, is_sdxl, with_time_ids
 from ..schedule import alpha_bar_at, forward_jump, jump_steps, reject_unresumable, resume_at
 from ..schedulers import make_scheduler, set_timesteps
 from ..smoothing import blend_backgrounds, latent_masks, saliency_masks
@@ -102,6 +102,7 @@ class Anchor:
 
     cond: Conditioning
     guidance_scale: float
+    guidance_rescale: float
     num_frames: int
     size: tuple[int, int]  # (width, height) in pixels
     motion: tuple[float, float]
@@ -136,6 +137,26 @@ def check_token_merging(ratio: float | None) -> float:
     return float(ratio)
 
 
+def check_second_prompts(components: dict[str, Any], prompt_2: Any, negative_prompt_2: Any,
+                         count: int) -> tuple[list[str] | None, list[str] | None]:
+    """SDXL's texts for its second encoder: None (the first texts), text, or one per prompt; refused on SD."""
+    if prompt_2 is None and negative_prompt_2 is None:
+        return None, None
+    if not is_sdxl(components):
+        raise UserError("prompt_2/negative_prompt_2 (--prompt-2/--negative-2) are for SDXL's second text encoder; "
+                        "this model is SD 1.x/2.x with one: drop them")
+    out = []
+    for name, value in (("prompt_2", prompt_2), ("negative_prompt_2", negative_prompt_2)):
+        if value is None:
+            out.append(None)
+            continue
+        texts = [value] * count if isinstance(value, str) else value
+        if not isinstance(texts, list | tuple) or len(texts) != count or not all(isinstance(t, str) for t in texts):
+            raise UserError(f"{name} must be text or a list of {count} texts (one per prompt)")
+        out.append(list(texts))
+    return out[0], out[1]
+
+
 def check_prompts(prompt: Any, negative_prompt: Any) -> tuple[list[str], list[str]]:
     """Prompts as lists of text; one negative prompt for all or one per prompt."""
     prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -157,20 +178,29 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
                 motion: tuple[float, float] = _D["motion"], t0: int = _D["t0"], t1: int = _D["t1"],
                 cross_frame: bool = True, compat: str = "t2vzero", scheduler: str | None = None,
                 timestep_spacing: str | None = None, token_merging: float | None = None,
-                cache_interval: int | None = None, progress: Any = None) -> Anchor:
+                cache_interval: int | None = None, prompt_2: str | list[str] | None = None,
+                negative_prompt_2: str | list[str] | None = None, guidance_rescale: float = 0.0,
+                original_size: tuple[int, int] | None = None, crops_coords_top_left: tuple[int, int] = (0, 0),
+                target_size: tuple[int, int] | None = None, progress: Any = None) -> Anchor:
     """Phase 1: check the arguments, encode the prompts, draw the noise, denoise frame 1 to t1 and t0.
 
     `scheduler`/`timestep_spacing` pick another sampler on the model's noise schedule (see
     `t2vzero.schedulers`). `token_merging` in (0, 1) merges that share of frame 1's keys/values in the
     highest-resolution self-attention layers (ToMe; faster, approximate); `cache_interval` N > 1 runs
     the whole UNet every N-th step and only its shallow branch between (DeepCache; approximate).
-    `progress` is an optional tqdm-like bar, advanced once per step.
+    SDXL: `prompt_2`/`negative_prompt_2` for the second text encoder (default: the same texts), the
+    micro-conditioning `original_size`, `crops_coords_top_left`, `target_size` (default: the output size),
+    and `guidance_rescale` (any architecture). `progress` is an optional tqdm-like bar, advanced once per step.
     """
     prompts, negatives = check_prompts(prompt, negative_prompt)
+    prompts_2, negatives_2 = check_second_prompts(components, prompt_2, negative_prompt_2, len(prompts))
     check_video_args(video_length=video_length, height=height, width=width, num_inference_steps=num_inference_steps,
                      chunk_size=None, num_videos_per_prompt=num_videos_per_prompt, compat=compat)
     video_length = int(video_length)
-    check_finite({"guidance_scale": guidance_scale, "eta": eta, "motion dx": motion[0], "motion dy": motion[1]})
+    check_finite({"guidance_scale": guidance_scale, "eta": eta, "motion dx": motion[0], "motion dy": motion[1],
+                  "guidance_rescale": guidance_rescale})
+    if not 0.0 <= guidance_rescale <= 1.0:
+        raise UserError(f"guidance rescale must be between 0 and 1 (0: off; 0.7 is common), got {guidance_rescale}")
     recipe = RECIPES[compat]
     token_merging = check_token_merging(token_merging)
     cache_interval = check_interval(cache_interval)
@@ -194,7 +224,10 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
     fresh, after_t1 = resume_at(sched, i1) if recipe.restart_at_t1 else (None, timesteps[i1:])
 
     cond = encode_prompt(components, prompts, negatives, guidance_scale=guidance_scale,
-                         videos_per_prompt=num_videos_per_prompt)
+                         videos_per_prompt=num_videos_per_prompt, prompts_2=prompts_2, negatives_2=negatives_2)
+    if is_sdxl(components):
+        cond = with_time_ids(cond, original_size or (height, width), crops_coords_top_left,
+                             target_size or (height, width))
     videos = cond.videos
     check_generator(generator, videos)
     factor = vae_factor(vae)
@@ -213,15 +246,16 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
 
     # Frame 1's two stretches share one set of generators: its step noise continues across t1.
     frame1 = generators([per[0] for per in seeds]) if seeds is not None else generator
-    predict = Guidance(unet, cond, cfg_combine(guidance_scale), cross_frame=cross_frame, token_merging=token_merging,
-                       cache_interval=cache_interval)
+    predict = Guidance(unet, cond, cfg_combine(guidance_scale, guidance_rescale), cross_frame=cross_frame,
+                       token_merging=token_merging, cache_interval=cache_interval)
     start = Chunk([0], x_T, sched, step_kwargs(sched, frame1, eta))
     with cross_frame_attention(unet):
         (at_t1,) = denoise([start], timesteps[:i1], predict, progress=progress)
         if fresh is None:
             fresh = copy.deepcopy(sched)
         (at_t0,) = denoise([at_t1], timesteps[i1:i0], predict, progress=progress)
-    return Anchor(cond=cond, guidance_scale=guidance_scale, num_frames=video_length, size=(width, height),
+    return Anchor(cond=cond, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, num_frames=video_length,
+                  size=(width, height),
                   motion=(float(motion[0]), float(motion[1])), recipe=recipe, cross_frame=cross_frame,
                   x_t1=at_t1.latents, x_t0=at_t0.latents, forward_noise=forward_noise, jump=jump,
                   scheduler_at_t1=fresh, timesteps_after_t1=after_t1, scheduler_at_t0=copy.deepcopy(sched),
@@ -252,7 +286,8 @@ def render_latents(components: dict[str, Any], anchor: Anchor, frame_ids: Sequen
     if chunk_size is not None and chunk_size < 2:
         raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {chunk_size}")
     unet = components["unet"]
-    predict = Guidance(unet, anchor.cond, cfg_combine(anchor.guidance_scale), cross_frame=anchor.cross_frame,
+    predict = Guidance(unet, anchor.cond, cfg_combine(anchor.guidance_scale, anchor.guidance_rescale),
+                       cross_frame=anchor.cross_frame,
                        token_merging=anchor.token_merging, cache_interval=anchor.cache_interval)
     if anchor.num_frames == 1:
         sched = copy.deepcopy(anchor.scheduler_at_t0)

@@ -31,7 +31,6 @@ from ..generate import (
     check_generator,
     decode_video,
     denoise,
-    encode_prompt,
     execution_device,
     gather,
     generators,
@@ -40,6 +39,7 @@ from ..generate import (
     stream_seeds,
     vae_factor,
 )
+from ..prompts import encode_prompt, is_sdxl, with_time_ids
 from ..schedulers import make_scheduler, set_timesteps
 from .text2video import RECIPES, check_token_merging
 
@@ -186,6 +186,8 @@ def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[
     _check_controlnets(unet, controlnets, factor)
     device, dtype = execution_device(unet), unet.dtype
     cond = encode_prompt(components, [prompt], [negative_prompt], guidance_scale=guidance_scale)
+    if is_sdxl(components):
+        cond = with_time_ids(cond, (height, width), (0, 0), (height, width))
     maps = [frames_to_tensor(c, device, dtype, normalize=False) for c in conditions]
     shape = (unet.config.in_channels, height // factor, width // factor)
     x_T = _start_noise(shape, num_frames, generator, device, dtype, shared=True)
@@ -227,6 +229,9 @@ def edit_video(components: dict[str, Any], instruction: str, frames: np.ndarray,
     text = encode_prompt(components, [instruction], [negative_prompt], guidance_scale=guidance_scale, guided=guided)
     # Instruct-Pix2Pix's groups are [text+image, image, neither]: text first, the empty prompt twice.
     cond = text.pick_groups([1, 0, 0]) if guided else text
+    if is_sdxl(components):
+        size = tuple(frames.shape[1:3])
+        cond = with_time_ids(cond, size, (0, 0), size)
     images = frames_to_tensor(frames, device, vae.dtype, normalize=True)
     image_latents = torch.cat([vae.encode(images[i:i + 8]).latent_dist.mode() for i in range(0, len(images), 8)])
     image_latents = image_latents.to(dtype)
