@@ -121,3 +121,37 @@ def test_the_default_mode_fixes_the_references_defects(sdxl, reference, latent_o
     alone = pipe("a red circle", generator=seeded(9), progress=False, **{**kw, "num_inference_steps": 8}).frames[0]
     assert out.shape[0] == 2 and np.abs(out[1] - alone).max() <= 1e-5 * np.abs(alone).max()
     assert np.abs(out[0] - out[1]).max() > 1e-3 * np.abs(alone).max()
+
+
+@pytest.fixture(scope="module")
+def sdxl_dir(tmp_path_factory, sdxl):
+    from diffusers import StableDiffusionXLPipeline
+
+    path = tmp_path_factory.mktemp("models") / "tiny-sdxl"
+    StableDiffusionXLPipeline(**models(sdxl), force_zeros_for_empty_prompt=True).save_pretrained(
+        path, safe_serialization=True)
+    return path
+
+
+def test_an_sdxl_folder_loads_as_sdxl_and_generates_from_the_command_line(sdxl_dir, tmp_path, capsys):
+    from t2vzero.cli import run
+    from t2vzero.video import read_video
+
+    pipe = TextToVideoZero.from_pretrained(str(sdxl_dir))
+    assert pipe.components["text_encoder_2"] is not None and pipe.native_size() == (64, 64)
+    out = tmp_path / "xl.mp4"
+    code = run(["generate", "a red circle", "--model", str(sdxl_dir), "--frames", "3", "--steps", "4",
+                "--prompt-2", "a blue square", "--guidance-rescale", "0.5", "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    frames, _ = read_video(out)
+    assert frames.shape == (3, 64, 64, 3)
+
+
+def test_cli_refuses_sdxl_options_on_an_sd_model(tiny_model_dir, tmp_path, capsys):
+    from t2vzero.cli import run
+
+    out = tmp_path / "v.mp4"
+    assert run(["generate", "a red circle", "--model", str(tiny_model_dir), "--prompt-2", "x", "--steps", "2",
+                "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "SDXL's second text encoder" in err and len(err.strip().splitlines()) == 1 and not out.exists()

@@ -107,6 +107,11 @@ def main() -> None:
 @click.option("--config", "model_config", default=None,
               help="Diffusers folder or hub id with the component configs of a single-file checkpoint.")
 @click.option("--negative", default="", help="Negative prompt.")
+@click.option("--prompt-2", "prompt_2", default=None, help="SDXL: the prompt for the second text encoder "
+              "[default: PROMPT].")
+@click.option("--negative-2", "negative_2", default=None, help="SDXL: the second encoder's negative prompt.")
+@click.option("--guidance-rescale", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Rescale guided noise towards the text prediction's spread (0.7 is common; against over-exposure).")
 @click.option("--frames", type=int, default=TEXT_TO_VIDEO["video_length"], show_default=True, help="Number of frames.")
 @click.option("--steps", type=int, default=None, help="Denoising steps [default: model's, else "
               f"{TEXT_TO_VIDEO['num_inference_steps']}; lcm/tcd: 4].")
@@ -143,7 +148,8 @@ def main() -> None:
               help="Output: .mp4, .webm, .gif, or a folder (frames/) of numbered PNGs.")
 @click.option("--sheet", is_flag=True, help="Also write a contact sheet PNG of the frames beside the video.")
 @click.option("--dry-run", is_flag=True, help="Print the estimated peak memory and work, load nothing, write nothing.")
-def generate(prompt: str, model: str | None, model_config: str | None, negative: str, frames: int, steps: int | None,
+def generate(prompt: str, model: str | None, model_config: str | None, negative: str, prompt_2: str | None,
+             negative_2: str | None, guidance_rescale: float, frames: int, steps: int | None,
              guidance: float | None, seed: int, size: str | None, motion: str | None, t0: int | None,
              t1: int | None, chunk_size: int | None, no_cross_frame_attention: bool, no_motion: bool,
              smoothing: float | None, fps: float, scheduler: str | None, timestep_spacing: str | None,
@@ -198,6 +204,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
                   generator=torch.Generator().manual_seed(seed), motion=delta, t0=t0, t1=t1, chunk_size=chunk_size,
                   cross_frame_attention=not no_cross_frame_attention, compat=compat, background_smoothing=smoothing,
                   scheduler=scheduler, timestep_spacing=timestep_spacing, token_merging=speed.get("tome"),
+                  prompt_2=prompt_2, negative_prompt_2=negative_2, guidance_rescale=guidance_rescale,
                   cache_interval=speed.get("cache_interval"))
     video = result.uint8()[0]
     path = write_video(video, output, fps=fps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -111,26 +112,67 @@ def dtype_keyword() -> str:
     return "dtype"
 
 
-def _load_pipeline(model: str, allow_pickle: bool, config: str | None, torch_dtype: Any) -> Any:
-    from diffusers import StableDiffusionPipeline
+def _pipeline_class(model: str, path: Path) -> Any:
+    """The diffusers pipeline class that reads this checkpoint: SD or SDXL (its Instruct-Pix2Pix variants too),
+    told from the folder's model index, a single file's tensor names, or a hub id's model index."""
+    import diffusers
 
+    name = ""
+    if path.is_dir():
+        try:
+            name = json.loads((path / "model_index.json").read_text(encoding="utf-8")).get("_class_name", "")
+        except (OSError, ValueError):
+            name = ""
+    elif path.is_file():
+        name = "StableDiffusionXLPipeline" if _single_file_is_sdxl(path) else ""
+    elif _HUB_ID.match(model):
+        try:
+            name = diffusers.DiffusionPipeline.load_config(model).get("_class_name", "")
+        except Exception:  # offline or missing: the SD loader gives the one-line reason
+            name = ""
+    xl = "XL" in name
+    if "InstructPix2Pix" in name:
+        return (diffusers.StableDiffusionXLInstructPix2PixPipeline if xl
+                else diffusers.StableDiffusionInstructPix2PixPipeline)
+    return diffusers.StableDiffusionXLPipeline if xl else diffusers.StableDiffusionPipeline
+
+
+def _single_file_is_sdxl(path: Path) -> bool:
+    """An original-layout SDXL checkpoint holds a second text encoder under conditioner.embedders.1."""
+    if path.suffix.lower() != ".safetensors":
+        return False
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            size = struct.unpack("<Q", f.read(8))[0]
+            keys = json.loads(f.read(size)).keys()
+    except (OSError, ValueError, struct.error):
+        return False
+    return any(k.startswith("conditioner.embedders.1.") for k in keys)
+
+
+def _load_pipeline(model: str, allow_pickle: bool, config: str | None, torch_dtype: Any) -> Any:
     path = Path(model).expanduser()
-    common: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False,
-                              dtype_keyword(): torch_dtype}
+    cls = _pipeline_class(model, path)
+    common: dict[str, Any] = {dtype_keyword(): torch_dtype}
+    if "safety_checker" in inspect.signature(cls.__init__).parameters:
+        common.update(safety_checker=None, requires_safety_checker=False)
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise UserError(f"{path} is not a Stable Diffusion checkpoint in the diffusers layout "
                             "(no model_index.json); give a diffusers folder, a .safetensors file or a hub id")
         _check_pickle(path, allow_pickle)
-        return StableDiffusionPipeline.from_pretrained(str(path), use_safetensors=None if allow_pickle else True,
-                                                       **common)
+        return cls.from_pretrained(str(path), use_safetensors=None if allow_pickle else True, **common)
     if path.is_file():
         _check_pickle(path, allow_pickle)
         if path.suffix.lower() != ".safetensors" and path.suffix.lower() not in PICKLE_SUFFIXES:
             raise UserError(f"{path} is not a Stable Diffusion checkpoint (expected a .safetensors file or a folder)")
-        return StableDiffusionPipeline.from_single_file(str(path), config=config, **common)
+        if config is not None and Path(config).expanduser().is_dir():  # the config folder names the architecture
+            cls = _pipeline_class(config, Path(config).expanduser())
+        return cls.from_single_file(str(path), config=config, **common)
     if _HUB_ID.match(model) and not model.startswith((".", "~")):
-        return StableDiffusionPipeline.from_pretrained(model, use_safetensors=None if allow_pickle else True, **common)
+        return cls.from_pretrained(model, use_safetensors=None if allow_pickle else True, **common)
     raise UserError(f"model {model} does not exist; give a diffusers folder, a .safetensors file or a hub id")
 
 
@@ -162,6 +204,9 @@ def load_components(model: str | Path | None = None, *, device: str | None = Non
     _apply_loras(pipe, lora, allow_pickle)
     pipe.to(dev)
     components = {name: getattr(pipe, name) for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")}
+    if hasattr(pipe, "text_encoder_2"):  # SDXL
+        components.update(text_encoder_2=pipe.text_encoder_2, tokenizer_2=pipe.tokenizer_2,
+                          force_zeros_for_empty_prompt=bool(pipe.config.get("force_zeros_for_empty_prompt", True)))
     return components, read_model_defaults(model)
 
 

@@ -360,14 +360,14 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, chunk_
         if compat != "t2vzero" or not 0.0 <= float(background_smoothing) <= 1.0:
             raise UserError(f"background smoothing needs 0 <= alpha <= 1 (paper: 0.6) and compat='t2vzero', got "
                             f"alpha={background_smoothing}, compat={compat!r}")
-    bar = tqdm(disable=not progress, desc="denoising", unit="step", leave=False)
+    bar = _Bar(progress)
     try:
         anchor = anchor_pass(components, prompt, progress=bar, **anchor_args)
         if anchor.num_frames == 1:  # a still image: nothing to smooth
             background_smoothing = None
         passes = 1 if background_smoothing is None else 2
-        bar.total = bar.n + render_steps(anchor) * passes
-        bar.refresh()
+        bar.total = len(anchor.scheduler_at_t0.timesteps) - len(anchor.timesteps_after_t0) + \
+            render_steps(anchor) * passes
         frames = render(components, anchor, chunk_size=chunk_size, progress=bar)
         if background_smoothing is not None:
             # The second pass replays the first exactly (same noise, same frame 1) but for the blending.
@@ -377,6 +377,26 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, chunk_
     finally:
         bar.close()
     return VideoOutput(frames=frames)
+
+
+class _Bar:
+    """A progress bar that appears with the first step: bad arguments fail before any bar is drawn."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.total, self._bar = enabled, None, None
+
+    def update(self, n: int = 1) -> None:
+        if self.enabled and self._bar is None:
+            self._bar = tqdm(total=self.total, desc="denoising", unit="step", leave=False)
+        if self._bar is not None:
+            if self.total is not None and self._bar.total != self.total:
+                self._bar.total = self.total
+                self._bar.refresh()
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _foreground(frames: np.ndarray, mask_fn: Callable[[np.ndarray], np.ndarray],
