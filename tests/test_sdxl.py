@@ -155,3 +155,113 @@ def test_cli_refuses_sdxl_options_on_an_sd_model(tiny_model_dir, tmp_path, capsy
                 "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert "SDXL's second text encoder" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def moving_square(frames=4, size=64):
+    from clips import moving_square as clip
+
+    return clip(frames, size, size, top=20, side=20, left=8, step=6, colour=(230, 200, 30), ground=40)
+
+
+def with_cross_frame(models_, batch, call):
+    """Run `call` with diffusers' cross-frame processor on `models_`, restoring their own afterwards."""
+    from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_video_zero import (
+        CrossFrameAttnProcessor,
+    )
+
+    saved = [(m, dict(m.attn_processors)) for m in models_]
+    for m, _ in saved:
+        m.set_attn_processor(CrossFrameAttnProcessor(batch_size=batch))
+    try:
+        return call()
+    finally:
+        for m, processors in saved:
+            m.set_attn_processor(processors)
+
+
+@pytest.fixture(scope="module")
+def sdxl_controlnet(sdxl):
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(3)
+    net = ControlNetModel.from_unet(sdxl["unet"]).eval()
+    with torch.no_grad():  # from_unet zero-initialises the output convs; make them matter
+        for p in net.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.3)
+    return net
+
+
+def test_sdxl_controlnet_compat_equals_diffusers_with_cross_frame_processors(sdxl, sdxl_controlnet, latent_output):
+    from diffusers import StableDiffusionXLControlNetPipeline
+    from PIL import Image
+
+    from t2vzero.modes.video2video import control_video
+
+    # Conditions far apart frame to frame, so that attending to frame 1 or to oneself differs clearly.
+    cond = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    ref_pipe = StableDiffusionXLControlNetPipeline(**models(sdxl), controlnet=sdxl_controlnet,
+                                                   force_zeros_for_empty_prompt=True)
+    ref_pipe.set_progress_bar_config(disable=True)
+    latents = torch.randn((1, 4, 8, 8), generator=seeded(5)).repeat(len(cond), 1, 1, 1)
+    ref = with_cross_frame([ref_pipe.unet, sdxl_controlnet], 2, lambda: ref_pipe(
+        prompt=["a yellow square"] * len(cond), image=[Image.fromarray(c) for c in cond], latents=latents,
+        num_inference_steps=6, guidance_scale=9.0, output_type="latent").images)
+    ref = ref.permute(0, 2, 3, 1).numpy()
+    ours = control_video(sdxl, "a yellow square", [cond], [sdxl_controlnet], generator=seeded(5), compat="diffusers",
+                         num_inference_steps=6, progress=False).frames[0]
+    # In this tiny SDXL UNet only the 4x4 level attends, so cross-frame attention moves the latents little
+    # (about 5e-5 of their range); the equality is held to a tolerance below that (we measure 2e-6).
+    assert np.abs(ours - ref).max() <= 1e-5 * np.abs(ref).max()
+    plain = ref_pipe(prompt=["a yellow square"] * len(cond), image=[Image.fromarray(c) for c in cond],
+                     latents=latents, num_inference_steps=6, guidance_scale=9.0, output_type="latent").images
+    plain = plain.permute(0, 2, 3, 1).numpy()
+    assert np.abs(plain[1:] - ref[1:]).max() > 2e-5 * np.abs(ref).max()  # the comparison sees cross-frame attention
+    chunked = control_video(sdxl, "a yellow square", [cond], [sdxl_controlnet], generator=seeded(5), chunk_size=2,
+                            num_inference_steps=6, progress=False).frames[0]
+    full = control_video(sdxl, "a yellow square", [cond], [sdxl_controlnet], generator=seeded(5),
+                         num_inference_steps=6, progress=False).frames[0]
+    assert np.abs(chunked - full).max() <= 1e-5 * np.abs(full).max()
+
+
+def test_sd_controlnet_on_an_sdxl_base_is_named(sdxl, tiny):
+    from diffusers import ControlNetModel
+
+    from t2vzero.modes.video2video import control_video
+
+    sd_net = ControlNetModel.from_unet(tiny["unet"])
+    with pytest.raises(UserError, match=r"this ControlNet is for SD 1.x \(cross-attention dim 32\); the base is SDXL"):
+        control_video(sdxl, "x", [moving_square()], [sd_net], num_inference_steps=2, progress=False)
+
+
+def unet_lora(unet, path):
+    """A random LoRA on `unet`'s attention projections, saved the way diffusers saves LoRAs."""
+    import copy
+
+    from diffusers import StableDiffusionXLPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = copy.deepcopy(unet)
+    torch.manual_seed(1)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                init_lora_weights=False))
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora_B" in name:
+                p.mul_(20.0)
+    StableDiffusionXLPipeline.save_lora_weights(path, unet_lora_layers=get_peft_model_state_dict(unet),
+                                                safe_serialization=True)
+    return path / "pytorch_lora_weights.safetensors"
+
+
+def test_sdxl_lora_loads_and_an_sd_lora_on_sdxl_is_named(sdxl, tiny, sdxl_dir, tmp_path, latent_output):
+    xl_lora = unet_lora(sdxl["unet"], tmp_path / "xl")
+    sd_lora = unet_lora(tiny["unet"], tmp_path / "sd")
+    kw = dict(video_length=2, num_inference_steps=3, generator=None, progress=False)
+    base = TextToVideoZero.from_pretrained(str(sdxl_dir))("a red circle", **{**kw, "generator": seeded(0)}).frames
+    styled = TextToVideoZero.from_pretrained(str(sdxl_dir), lora=[str(xl_lora)])(
+        "a red circle", **{**kw, "generator": seeded(0)}).frames
+    assert np.abs(styled - base).max() > 1e-3 * np.abs(base).max()
+    with pytest.raises(UserError, match=r"is for SD 1.x|cross-attention dim 32\); the base is"):
+        TextToVideoZero.from_pretrained(str(sdxl_dir), lora=[str(sd_lora)])

@@ -223,6 +223,7 @@ def _apply_loras(pipe: Any, lora: Any, allow_pickle: bool) -> None:
         if not Path(path).exists() and not _HUB_ID.match(path):
             raise UserError(f"LoRA {path} does not exist; give a .safetensors file or folder, as PATH[:SCALE]")
         _check_pickle(Path(path), allow_pickle)
+        _check_lora_family(Path(path), pipe.unet.config.cross_attention_dim)
         try:
             pipe.load_lora_weights(path, adapter_name=f"lora{i}")
         except Exception as exc:
@@ -231,6 +232,40 @@ def _apply_loras(pipe: Any, lora: Any, allow_pickle: bool) -> None:
         scales.append(scale)
     if names:
         pipe.set_adapters(names, adapter_weights=scales)
+
+
+_FAMILIES = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+
+
+def lora_text_dim(path: Path) -> int | None:
+    """The text width a LoRA's cross-attention keys were trained on (its attn2 to_k down-projection's input),
+    read from the safetensors header alone; None when it cannot be told."""
+    import struct
+
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+    for file in files:
+        if file.suffix.lower() != ".safetensors":
+            continue
+        try:
+            with open(file, "rb") as f:
+                size = struct.unpack("<Q", f.read(8))[0]
+                header = json.loads(f.read(size))
+        except (OSError, ValueError, struct.error):
+            return None
+        for key, info in header.items():
+            low = key.lower()
+            if "attn2" in low and "to_k" in low and ("lora_down" in low or "lora_a" in low) and \
+                    "text" not in low.split("attn2")[0][-20:] and len(info.get("shape", ())) == 2:
+                return int(info["shape"][1])
+    return None
+
+
+def _check_lora_family(path: Path, base_dim: int) -> None:
+    dim = lora_text_dim(path)
+    if dim is not None and dim != base_dim:
+        ours, theirs = _FAMILIES.get(base_dim, f"a {base_dim}-wide text model"), _FAMILIES.get(dim, f"{dim}-wide text")
+        raise UserError(f"LoRA {path} is for {theirs} (cross-attention dim {dim}); the base is {ours} ({base_dim}): "
+                        f"give a LoRA made for {ours}")
 
 
 # What `t2vzero.json` may hold: key -> (check, what it must be)

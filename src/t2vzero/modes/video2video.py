@@ -261,6 +261,10 @@ def _check_controlnets(unet: Any, controlnets: Sequence[Any], vae_scale: int) ->
     ours = unet.config
     for i, net in enumerate(controlnets, 1):
         theirs = net.config
+        if family(theirs) != family(ours):
+            raise UserError(f"this ControlNet is for {family(theirs)} (cross-attention dim "
+                            f"{theirs.cross_attention_dim}); the base is {family(ours)} ({ours.cross_attention_dim}): "
+                            f"give a ControlNet made for {family(ours)}")
         mirrored = ("cross_attention_dim", "block_out_channels", "layers_per_block", "down_block_types")
         diff = [f"{k} {_as_tuple(getattr(theirs, k, None))} vs {_as_tuple(getattr(ours, k, None))}" for k in mirrored
                 if _as_tuple(getattr(theirs, k, None)) != _as_tuple(getattr(ours, k, None))]
@@ -278,6 +282,13 @@ def _check_controlnets(unet: Any, controlnets: Sequence[Any], vae_scale: int) ->
         if getattr(theirs, "conditioning_channels", 3) != 3:
             raise UserError(f"ControlNet {i} takes {theirs.conditioning_channels}-channel conditions; this tool "
                             "gives it RGB condition maps")
+
+
+def family(config: Any) -> str:
+    """The model family a UNet or ControlNet config belongs to, by its added embedding and text width."""
+    if getattr(config, "addition_embed_type", None) == "text_time":
+        return "SDXL"
+    return "SD 2.x" if getattr(config, "cross_attention_dim", None) == 1024 else "SD 1.x"
 
 
 def _as_tuple(value: Any) -> Any:
