@@ -265,3 +265,35 @@ def test_sdxl_lora_loads_and_an_sd_lora_on_sdxl_is_named(sdxl, tiny, sdxl_dir, t
     assert np.abs(styled - base).max() > 1e-3 * np.abs(base).max()
     with pytest.raises(UserError, match=r"is for SD 1.x|cross-attention dim 32\); the base is"):
         TextToVideoZero.from_pretrained(str(sdxl_dir), lora=[str(sd_lora)])
+
+
+def test_sdxl_edit_compat_equals_diffusers_sdxl_instruct_pix2pix(latent_output):
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionXLInstructPix2PixPipeline
+    from PIL import Image
+
+    from t2vzero.modes.video2video import edit_video
+    from t2vzero.tiny import make_tiny_sdxl_components
+
+    parts = make_tiny_sdxl_components(seed=4, in_channels=8)
+    parts["scheduler"] = EulerAncestralDiscreteScheduler.from_config(parts["scheduler"].config)
+    video = moving_square()
+    pipe = StableDiffusionXLInstructPix2PixPipeline(**models(parts), force_zeros_for_empty_prompt=True,
+                                                    add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+
+    def reference():
+        return pipe(prompt=["make it red"] * len(video), image=[Image.fromarray(f) for f in video],
+                    generator=seeded(9), num_inference_steps=8, guidance_scale=7.5, image_guidance_scale=1.5,
+                    output_type="latent").images.permute(0, 2, 3, 1).numpy()
+
+    ref = with_cross_frame([pipe.unet], 3, reference)
+    ours = edit_video(parts, "make it red", video, generator=seeded(9), num_inference_steps=8, compat="diffusers",
+                      progress=False).frames[0]
+    assert ours.shape == ref.shape
+    assert np.abs(ours - ref).max() <= 1e-5 * np.abs(ref).max()
+    plain = reference()
+    assert np.abs(plain[1:] - ref[1:]).max() > 2e-5 * np.abs(ref).max()  # the comparison sees cross-frame attention
+    chunked = edit_video(parts, "make it red", video, generator=seeded(9), num_inference_steps=8, chunk_size=2,
+                         progress=False).frames[0]
+    full = edit_video(parts, "make it red", video, generator=seeded(9), num_inference_steps=8, progress=False).frames[0]
+    assert np.abs(chunked - full).max() <= 1e-5 * np.abs(full).max()
