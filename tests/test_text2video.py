@@ -110,7 +110,8 @@ def test_latents_at_t1_translate_frame_one_and_renoise(tiny):
     forward_noise = torch.zeros(1, 3, 4, 8, 8)
     # δ = 64 on a 512 grid is one latent pixel per frame at 8×8 latents.
     bars = (float(scheduler.alphas_cumprod[881]), float(scheduler.alphas_cumprod[941]))
-    anchor = Anchor(cond=Conditioning(torch.zeros(1, 1, 2, 2)), guidance_scale=1.0, num_frames=4, size=(64, 64),
+    anchor = Anchor(cond=Conditioning(torch.zeros(1, 1, 2, 2)), guidance_scale=1.0, guidance_rescale=0.0,
+                    num_frames=4, size=(64, 64),
                     motion=(64.0, 0.0), recipe=RECIPES["t2vzero"], cross_frame=True, x_t1=x_t1, x_t0=x_t0,
                     forward_noise=forward_noise, jump=Jump(881, 941, bars), scheduler_at_t1=scheduler,
                     timesteps_after_t1=torch.tensor([941]), scheduler_at_t0=scheduler,

@@ -169,6 +169,20 @@ def check_prompts(prompt: Any, negative_prompt: Any) -> tuple[list[str], list[st
     return list(prompts), negatives
 
 
+def _check_anchor_args(*, video_length: Any, height: int, width: int, num_inference_steps: int,
+                       num_videos_per_prompt: int, compat: str, generator: Any, numbers: dict[str, Any]) -> None:
+    """What `anchor_pass` refuses before any work: sizes, counts, the compat mode, NaN/inf numbers."""
+    check_video_args(video_length=video_length, height=height, width=width, num_inference_steps=num_inference_steps,
+                     chunk_size=None, num_videos_per_prompt=num_videos_per_prompt, compat=compat)
+    check_finite(numbers)
+    rescale = numbers["guidance_rescale"]
+    if not 0.0 <= rescale <= 1.0:
+        raise UserError(f"guidance rescale must be between 0 and 1 (0: off; 0.7 is common), got {rescale}")
+    if not RECIPES[compat].noise_streams and isinstance(generator, list | tuple) and len(generator) > 1:
+        raise UserError("compat='diffusers' takes one generator, as the reference does; pass one, or use the "
+                        "default mode for a generator per video")
+
+
 @torch.no_grad()
 def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_length: int = _D["video_length"],
                 height: int = 512, width: int = 512, num_inference_steps: int = _D["num_inference_steps"],
@@ -194,25 +208,20 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
     """
     prompts, negatives = check_prompts(prompt, negative_prompt)
     prompts_2, negatives_2 = check_second_prompts(components, prompt_2, negative_prompt_2, len(prompts))
-    check_video_args(video_length=video_length, height=height, width=width, num_inference_steps=num_inference_steps,
-                     chunk_size=None, num_videos_per_prompt=num_videos_per_prompt, compat=compat)
+    _check_anchor_args(video_length=video_length, height=height, width=width,
+                       num_inference_steps=num_inference_steps, num_videos_per_prompt=num_videos_per_prompt,
+                       compat=compat, generator=generator, numbers={
+                           "guidance_scale": guidance_scale, "eta": eta, "motion dx": motion[0],
+                           "motion dy": motion[1], "guidance_rescale": guidance_rescale})
     video_length = int(video_length)
-    check_finite({"guidance_scale": guidance_scale, "eta": eta, "motion dx": motion[0], "motion dy": motion[1],
-                  "guidance_rescale": guidance_rescale})
-    if not 0.0 <= guidance_rescale <= 1.0:
-        raise UserError(f"guidance rescale must be between 0 and 1 (0: off; 0.7 is common), got {guidance_rescale}")
     recipe = RECIPES[compat]
     token_merging = check_token_merging(token_merging)
     cache_interval = check_interval(cache_interval)
     unet, vae = components["unet"], components["vae"]
     sched = copy.deepcopy(make_scheduler(components["scheduler"], scheduler, timestep_spacing))
     device, dtype = execution_device(unet), unet.dtype
-
     # PNDM's Runge-Kutta warm-up cannot restart at t1, nor (compat mode) carry frame 1's state to more rows.
     reject_unresumable(sched)
-    if not recipe.noise_streams and isinstance(generator, list | tuple) and len(generator) > 1:
-        raise UserError("compat='diffusers' takes one generator, as the reference does; pass one, or use the "
-                        "default mode for a generator per video")
     set_timesteps(sched, num_inference_steps, device)
     timesteps = sched.timesteps
     steps = jump_steps(timesteps, t0, t1, sched.config.num_train_timesteps, getattr(sched, "order", 1))
