@@ -49,4 +49,4 @@ def latent_output(monkeypatch):
     import t2vzero.generate as generate
 
     monkeypatch.setattr(generate, "decode_latents",
-                        lambda vae, latents, batch_size=8: latents.permute(0, 2, 3, 1).float().cpu().numpy())
+                        lambda vae, latents, batch_size=8, **_: latents.permute(0, 2, 3, 1).float().cpu().numpy())

@@ -234,7 +234,7 @@ def test_sd_controlnet_on_an_sdxl_base_is_named(sdxl, tiny):
         control_video(sdxl, "x", [moving_square()], [sd_net], num_inference_steps=2, progress=False)
 
 
-def unet_lora(unet, path):
+def unet_lora(unet, path, strength=20.0):
     """A random LoRA on `unet`'s attention projections, saved the way diffusers saves LoRAs."""
     import copy
 
@@ -249,7 +249,7 @@ def unet_lora(unet, path):
     with torch.no_grad():
         for name, p in unet.named_parameters():
             if "lora_B" in name:
-                p.mul_(20.0)
+                p.mul_(strength)
     StableDiffusionXLPipeline.save_lora_weights(path, unet_lora_layers=get_peft_model_state_dict(unet),
                                                 safe_serialization=True)
     return path / "pytorch_lora_weights.safetensors"
@@ -297,3 +297,60 @@ def test_sdxl_edit_compat_equals_diffusers_sdxl_instruct_pix2pix(latent_output):
                          progress=False).frames[0]
     full = edit_video(parts, "make it red", video, generator=seeded(9), num_inference_steps=8, progress=False).frames[0]
     assert np.abs(chunked - full).max() <= 1e-5 * np.abs(full).max()
+
+
+def test_an_sdxl_vae_that_asks_for_it_decodes_in_float32(sdxl):
+    import copy
+
+    from t2vzero.generate import _FLOAT32_VAES, decode_latents
+
+    parts = {**sdxl, "vae": copy.deepcopy(sdxl["vae"]).half()}
+    assert parts["vae"].config.force_upcast
+    frames = TextToVideoZero(**parts)("a red circle", video_length=2, height=64, width=64, num_inference_steps=3,
+                                      generator=seeded(0), progress=False).frames
+    assert parts["vae"] in _FLOAT32_VAES and np.isfinite(frames).all()  # the float32 copy decoded
+    latents = torch.randn(2, 4, 8, 8, generator=seeded(1))
+    upcast = decode_latents(parts["vae"], latents, force_upcast=True)
+    assert np.array_equal(upcast, decode_latents(copy.deepcopy(parts["vae"]).float(), latents))
+    assert np.abs(upcast - decode_latents(sdxl["vae"], latents)).max() <= 2 / 255  # fp16-rounded weights only
+
+
+def test_a_single_file_whose_architecture_cannot_be_told_says_so(tmp_path):
+    from safetensors.torch import save_file
+
+    from t2vzero.models import load_components
+
+    path = tmp_path / "mystery.safetensors"
+    save_file({"some.weight": torch.zeros(2, 2)}, str(path))
+    with pytest.raises(UserError, match=r"cannot tell the architecture.*--config"):
+        load_components(str(path))
+
+
+def test_two_sdxl_controlnets_and_lcm_lora_style_few_step_sampling(sdxl, sdxl_controlnet, tmp_path, latent_output):
+    import copy
+
+    from t2vzero.modes.video2video import control_video
+
+    cond = moving_square()
+    second = copy.deepcopy(sdxl_controlnet)
+    kw = dict(generator=seeded(2), num_inference_steps=4, scheduler="lcm", guidance_scale=1.0, progress=False)
+    two = control_video(sdxl, "a square", [cond, 255 - cond], [sdxl_controlnet, second], scales=[1.0, 0.5],
+                        **kw).frames
+    kw["generator"] = seeded(2)
+    chunked = control_video(sdxl, "a square", [cond, 255 - cond], [sdxl_controlnet, second], scales=[1.0, 0.5],
+                            chunk_size=2, **kw).frames
+    assert np.isfinite(two).all() and np.abs(chunked - two).max() <= 1e-5 * np.abs(two).max()
+    # An LCM-LoRA is a LoRA; the sampler is LCM. (A strong random LoRA on this tiny model magnifies float
+    # rounding between batch sizes through LCM's steps, so this one is of ordinary strength.)
+    xl_lora = unet_lora(sdxl["unet"], tmp_path / "lcm-like", strength=1.0)
+    parts = {**sdxl, "unet": copy.deepcopy(sdxl["unet"])}
+    pipe = TextToVideoZero(**parts)
+    from diffusers import StableDiffusionXLPipeline
+
+    holder = StableDiffusionXLPipeline(**models(parts))
+    holder.load_lora_weights(str(xl_lora), adapter_name="lcm")
+    video = pipe("a red circle", video_length=3, height=64, width=64, scheduler="lcm", guidance_scale=1.0,
+                 generator=seeded(0), progress=False).frames
+    chunked = pipe("a red circle", video_length=3, height=64, width=64, scheduler="lcm", guidance_scale=1.0,
+                   generator=seeded(0), chunk_size=2, progress=False).frames
+    assert np.isfinite(video).all() and np.abs(chunked - video).max() <= 1e-5 * np.abs(video).max()

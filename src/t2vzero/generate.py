@@ -282,17 +282,20 @@ def vae_factor(vae: Any) -> int:
 
 
 @torch.no_grad()
-def decode_latents(vae: Any, latents: torch.Tensor, batch_size: int = 8) -> np.ndarray:
+def decode_latents(vae: Any, latents: torch.Tensor, batch_size: int = 8, force_upcast: bool = False) -> np.ndarray:
     """VAE-decode (N, C, h, w) latents in batches; returns (N, H, W, 3) float32 in [0, 1].
 
     A half-precision decode that overflows (inf/NaN: black or noise frames, the reference's fp16
-    failure) is redone for that batch by a float32 copy of the decoder, made once per VAE.
+    failure) is redone for that batch by a float32 copy of the decoder, made once per VAE;
+    `force_upcast` (SDXL's VAE config asks for it) decodes in float32 from the start.
     """
     images = []
+    low = vae.dtype in (torch.float16, torch.bfloat16)
+    decoder = _float32_copy(vae) if force_upcast and low else vae
     for start in range(0, latents.shape[0], batch_size):
         chunk = latents[start : start + batch_size] / vae.config.scaling_factor
-        image = vae.decode(chunk.to(vae.dtype), return_dict=False)[0]
-        if vae.dtype in (torch.float16, torch.bfloat16) and not torch.isfinite(image).all():
+        image = decoder.decode(chunk.to(decoder.dtype), return_dict=False)[0]
+        if decoder.dtype in (torch.float16, torch.bfloat16) and not torch.isfinite(image).all():
             image = _float32_copy(vae).decode(chunk.float(), return_dict=False)[0]
         images.append((image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(images)
@@ -310,11 +313,12 @@ def _float32_copy(vae: Any) -> Any:
         return _FLOAT32_VAES[vae]
 
 
-def decode_video(vae: Any, latents: torch.Tensor) -> np.ndarray:
+def decode_video(vae: Any, latents: torch.Tensor, force_upcast: bool = False) -> np.ndarray:
     """(videos, F, C, h, w) latents -> (videos, F, H, W, 3) float32 frames in [0, 1]."""
     import sys
 
     decode = sys.modules[__name__].decode_latents  # looked up at call time (tests swap it for latents)
     videos, frames = latents.shape[:2]
-    images = decode(vae, latents.flatten(0, 1))
+    images = decode(vae, latents.flatten(0, 1), force_upcast=force_upcast) if force_upcast else \
+        decode(vae, latents.flatten(0, 1))
     return images.reshape(videos, frames, *images.shape[1:])

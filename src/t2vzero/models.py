@@ -124,7 +124,8 @@ def _pipeline_class(model: str, path: Path) -> Any:
         except (OSError, ValueError):
             name = ""
     elif path.is_file():
-        name = "StableDiffusionXLPipeline" if _single_file_is_sdxl(path) else ""
+        kind = _single_file_kind(path)
+        name = "StableDiffusionXLPipeline" if kind == "sdxl" else ""
     elif _HUB_ID.match(model):
         try:
             name = diffusers.DiffusionPipeline.load_config(model).get("_class_name", "")
@@ -137,19 +138,24 @@ def _pipeline_class(model: str, path: Path) -> Any:
     return diffusers.StableDiffusionXLPipeline if xl else diffusers.StableDiffusionPipeline
 
 
-def _single_file_is_sdxl(path: Path) -> bool:
-    """An original-layout SDXL checkpoint holds a second text encoder under conditioner.embedders.1."""
+def _single_file_kind(path: Path) -> str | None:
+    """"sdxl" or "sd" for an original-layout checkpoint, by its tensor names (SDXL keeps a second text encoder
+    under conditioner.embedders.1); None when the names tell neither (or the file is not safetensors)."""
     if path.suffix.lower() != ".safetensors":
-        return False
+        return None
     import struct
 
     try:
         with open(path, "rb") as f:
             size = struct.unpack("<Q", f.read(8))[0]
-            keys = json.loads(f.read(size)).keys()
+            keys = list(json.loads(f.read(size)).keys())
     except (OSError, ValueError, struct.error):
-        return False
-    return any(k.startswith("conditioner.embedders.1.") for k in keys)
+        return None
+    if any(k.startswith("conditioner.embedders.1.") for k in keys):
+        return "sdxl"
+    if any(k.startswith(("model.diffusion_model.", "cond_stage_model.", "first_stage_model.")) for k in keys):
+        return "sd"
+    return None
 
 
 def _load_pipeline(model: str, allow_pickle: bool, config: str | None, torch_dtype: Any) -> Any:
@@ -170,6 +176,9 @@ def _load_pipeline(model: str, allow_pickle: bool, config: str | None, torch_dty
             raise UserError(f"{path} is not a Stable Diffusion checkpoint (expected a .safetensors file or a folder)")
         if config is not None and Path(config).expanduser().is_dir():  # the config folder names the architecture
             cls = _pipeline_class(config, Path(config).expanduser())
+        elif config is None and path.suffix.lower() == ".safetensors" and _single_file_kind(path) is None:
+            raise UserError(f"cannot tell the architecture of {path} from its tensor names (neither SD nor SDXL "
+                            "layout); pass --config with a diffusers folder of its architecture")
         return cls.from_single_file(str(path), config=config, **common)
     if _HUB_ID.match(model) and not model.startswith((".", "~")):
         return cls.from_pretrained(model, use_safetensors=None if allow_pickle else True, **common)

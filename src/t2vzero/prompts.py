@@ -42,6 +42,11 @@ def is_sdxl(components: dict[str, Any]) -> bool:
     return getattr(components["unet"].config, "addition_embed_type", None) == "text_time"
 
 
+def upcast_vae(components: dict[str, Any]) -> bool:
+    """Whether decoding must run in float32: an SDXL VAE whose config says `force_upcast` (its fp16 overflows)."""
+    return is_sdxl(components) and bool(getattr(components["vae"].config, "force_upcast", False))
+
+
 def _encode_sdxl(components: dict[str, Any], texts: Sequence[str], texts_2: Sequence[str],
                  device: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """(len, tokens, d1 + d2) penultimate hidden states of both encoders, and (len, proj) pooled embeddings."""

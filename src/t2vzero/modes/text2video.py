@@ -48,7 +48,7 @@ from ..generate import (
     vae_factor,
 )
 from ..motion import latent_shifts, reference_warp_latents, translate_latents
-from ..prompts import encode_prompt, is_sdxl, with_time_ids
+from ..prompts import encode_prompt, is_sdxl, upcast_vae, with_time_ids
 from ..schedule import alpha_bar_at, forward_jump, jump_steps, reject_unresumable, resume_at
 from ..schedulers import make_scheduler, set_timesteps
 from ..smoothing import blend_backgrounds, latent_masks, saliency_masks
@@ -327,7 +327,7 @@ def render(components: dict[str, Any], anchor: Anchor, frame_ids: Sequence[int] 
     ids = list(range(anchor.num_frames)) if frame_ids is None else list(frame_ids)
     latents = render_latents(components, anchor, ids, chunk_size=chunk_size, after_step=after_step,
                              progress=progress)
-    return decode_video(components["vae"], latents)
+    return decode_video(components["vae"], latents, force_upcast=upcast_vae(components))
 
 
 def latents_at_t1(anchor: Anchor, frame_ids: Sequence[int]) -> torch.Tensor:

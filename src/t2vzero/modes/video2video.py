@@ -39,7 +39,7 @@ from ..generate import (
     stream_seeds,
     vae_factor,
 )
-from ..prompts import encode_prompt, is_sdxl, with_time_ids
+from ..prompts import encode_prompt, is_sdxl, upcast_vae, with_time_ids
 from ..schedulers import make_scheduler, set_timesteps
 from .text2video import RECIPES, check_token_merging
 
@@ -71,7 +71,8 @@ def _run(components: dict[str, Any], guidance: Guidance, x_T: torch.Tensor, num_
             done = denoise(chunks, sched.timesteps, guidance, progress=bar)
     finally:
         bar.close()
-    return VideoOutput(frames=decode_video(components["vae"], gather(done, range(num_frames), 1)))
+    return VideoOutput(frames=decode_video(components["vae"], gather(done, range(num_frames), 1),
+                                           force_upcast=upcast_vae(components)))
 
 
 def _start_noise(shape: tuple[int, ...], frames: int, generator: Any, device: Any, dtype: Any,
