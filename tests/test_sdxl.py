@@ -354,3 +354,16 @@ def test_two_sdxl_controlnets_and_lcm_lora_style_few_step_sampling(sdxl, sdxl_co
     chunked = pipe("a red circle", video_length=3, height=64, width=64, scheduler="lcm", guidance_scale=1.0,
                    generator=seeded(0), chunk_size=2, progress=False).frames
     assert np.isfinite(video).all() and np.abs(chunked - video).max() <= 1e-5 * np.abs(video).max()
+
+
+def test_single_files_are_told_apart_by_their_tensor_names(tmp_path):
+    from safetensors.torch import save_file
+
+    from t2vzero.models import _pipeline_class
+
+    names = {"sdxl": "conditioner.embedders.1.model.ln_final.weight", "sd": "cond_stage_model.transformer.x.weight"}
+    for kind, key in names.items():
+        path = tmp_path / f"{kind}.safetensors"
+        save_file({key: torch.zeros(1), "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, str(path))
+        expected = "StableDiffusionXLPipeline" if kind == "sdxl" else "StableDiffusionPipeline"
+        assert _pipeline_class(str(path), path).__name__ == expected
