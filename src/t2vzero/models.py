@@ -140,7 +140,7 @@ def _pipeline_class(model: str, path: Path) -> Any:
 
 def _single_file_kind(path: Path) -> str | None:
     """"sdxl" or "sd" for an original-layout checkpoint, by its tensor names (SDXL keeps a second text encoder
-    under conditioner.embedders.1); None when the names tell neither (or the file is not safetensors)."""
+    under conditioner.embedders.1); None when the names tell neither; "unreadable" for a broken header."""
     if path.suffix.lower() != ".safetensors":
         return None
     import struct
@@ -149,8 +149,8 @@ def _single_file_kind(path: Path) -> str | None:
         with open(path, "rb") as f:
             size = struct.unpack("<Q", f.read(8))[0]
             keys = list(json.loads(f.read(size)).keys())
-    except (OSError, ValueError, struct.error):
-        return None
+    except (OSError, ValueError, struct.error, UnicodeDecodeError):
+        return "unreadable"  # the loader names what is wrong with the file
     if any(k.startswith("conditioner.embedders.1.") for k in keys):
         return "sdxl"
     if any(k.startswith(("model.diffusion_model.", "cond_stage_model.", "first_stage_model.")) for k in keys):
