@@ -17,21 +17,10 @@ KW = dict(video_length=2, height=64, width=64, num_inference_steps=4, progress=F
 def lora_file(tmp_path_factory, tiny):
     """A random LoRA on the tiny UNet's attention projections, saved the way diffusers saves LoRAs."""
     from diffusers import StableDiffusionPipeline
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
 
-    unet = copy.deepcopy(tiny["unet"])
-    torch.manual_seed(1)
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                                init_lora_weights=False))
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if "lora_B" in name:
-                p.mul_(20.0)  # large enough to change a tiny random model's output visibly
-    path = tmp_path_factory.mktemp("lora")
-    StableDiffusionPipeline.save_lora_weights(path, unet_lora_layers=get_peft_model_state_dict(unet),
-                                              safe_serialization=True)
-    return path / "pytorch_lora_weights.safetensors"
+    from loras import random_lora
+
+    return random_lora(tiny["unet"], tmp_path_factory.mktemp("lora"), StableDiffusionPipeline)
 
 
 def video(pipe):

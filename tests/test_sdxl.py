@@ -235,24 +235,11 @@ def test_sd_controlnet_on_an_sdxl_base_is_named(sdxl, tiny):
 
 
 def unet_lora(unet, path, strength=20.0):
-    """A random LoRA on `unet`'s attention projections, saved the way diffusers saves LoRAs."""
-    import copy
-
     from diffusers import StableDiffusionXLPipeline
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
 
-    unet = copy.deepcopy(unet)
-    torch.manual_seed(1)
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                                init_lora_weights=False))
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if "lora_B" in name:
-                p.mul_(strength)
-    StableDiffusionXLPipeline.save_lora_weights(path, unet_lora_layers=get_peft_model_state_dict(unet),
-                                                safe_serialization=True)
-    return path / "pytorch_lora_weights.safetensors"
+    from loras import random_lora
+
+    return random_lora(unet, path, StableDiffusionXLPipeline, strength)
 
 
 def test_sdxl_lora_loads_and_an_sd_lora_on_sdxl_is_named(sdxl, tiny, sdxl_dir, tmp_path, latent_output):
