@@ -12,15 +12,15 @@ a `FrameCall` is plain attention through the layer's original processor.
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from .patches import shared_patch
 
 KWARG = "frame_attention"
 
@@ -177,10 +177,6 @@ def _is_self_attention(name: str) -> bool:
     return name.endswith("attn1.processor")
 
 
-_LOCK = threading.Lock()
-_INSTALLED: weakref.WeakKeyDictionary[Any, tuple[int, dict[str, Any]]] = weakref.WeakKeyDictionary()
-
-
 @contextmanager
 def cross_frame_attention(*models: Any) -> Iterator[None]:
     """Make the self-attention layers of `models` able to attend across frames for the calls inside.
@@ -190,27 +186,17 @@ def cross_frame_attention(*models: Any) -> Iterator[None]:
     concurrent users share it, and the original processors come back when the last one leaves, also
     when the body raises.
     """
-    entered: list[Any] = []
-    try:
+    with ExitStack() as stack:
         for model in dict.fromkeys(m for m in models if m is not None):  # a model given twice is installed once
-            with _LOCK:
-                count, original = _INSTALLED.get(model, (0, {}))
-                if count == 0:
-                    original = model.attn_processors
-                    model.set_attn_processor({n: CrossFrameAttnProcessor(p) if _is_self_attention(n) else _Filter(p)
-                                              for n, p in original.items()})
-                _INSTALLED[model] = (count + 1, original)
-            entered.append(model)
+            stack.enter_context(shared_patch(model, "cross-frame attention", lambda m=model: _install(m)))
         yield
-    finally:
-        for model in reversed(entered):
-            with _LOCK:
-                count, original = _INSTALLED[model]
-                if count == 1:
-                    model.set_attn_processor(original)
-                    del _INSTALLED[model]
-                else:
-                    _INSTALLED[model] = (count - 1, original)
+
+
+def _install(model: Any) -> Callable[[], None]:
+    original = model.attn_processors
+    model.set_attn_processor({n: CrossFrameAttnProcessor(p) if _is_self_attention(n) else _Filter(p)
+                              for n, p in original.items()})
+    return lambda: model.set_attn_processor(original)
 
 
 def frame_kwargs(frames: int, has_anchor: bool = True, cache: dict | None = None, merge_ratio: float = 0.0,

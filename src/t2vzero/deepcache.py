@@ -12,9 +12,7 @@ shallow blocks attend to frame 1 as always, and a chunk keeps its own features.
 from __future__ import annotations
 
 import contextvars
-import threading
-import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import torch
 
 from .errors import UserError
+from .patches import shared_patch
 
 
 @dataclass
@@ -96,31 +95,23 @@ def _zeros_like_shape(shape: Any, like: torch.Tensor) -> Any:
     return tuple(_zeros_like_shape(s, like) for s in shape)
 
 
-_LOCK = threading.Lock()
-_INSTALLED: weakref.WeakKeyDictionary[Any, tuple[int, list[tuple[Any, Any]]]] = weakref.WeakKeyDictionary()
-
-
 @contextmanager
 def deep_blocks_skippable(unet: Any) -> Iterator[None]:
     """Wrap the deep blocks of `unet` (all down blocks but the first, the mid block, all up blocks but the last)."""
-    with _LOCK:
-        count, saved = _INSTALLED.get(unet, (0, []))
-        if count == 0:
-            if len(unet.down_blocks) < 2 or unet.mid_block is None:
-                raise UserError("feature reuse needs a UNet with at least two levels and a mid block")
-            deep = [*unet.down_blocks[1:], unet.mid_block, *unet.up_blocks[:-1]]
-            saved = [(block, block.forward) for block in deep]
-            for i, block in enumerate(deep):
-                block.forward = _Wrapped(block.forward, i, keeps_feature=block is unet.up_blocks[-2])
-        _INSTALLED[unet] = (count + 1, saved)
-    try:
+    with shared_patch(unet, "deep blocks skippable", lambda: _install(unet)):
         yield
-    finally:
-        with _LOCK:
-            count, saved = _INSTALLED[unet]
-            if count == 1:
-                for block, forward in saved:
-                    block.forward = forward
-                del _INSTALLED[unet]
-            else:
-                _INSTALLED[unet] = (count - 1, saved)
+
+
+def _install(unet: Any) -> Callable[[], None]:
+    if len(unet.down_blocks) < 2 or unet.mid_block is None:
+        raise UserError("feature reuse needs a UNet with at least two levels and a mid block")
+    deep = [*unet.down_blocks[1:], unet.mid_block, *unet.up_blocks[:-1]]
+    saved = [(block, block.forward) for block in deep]
+    for i, block in enumerate(deep):
+        block.forward = _Wrapped(block.forward, i, keeps_feature=block is unet.up_blocks[-2])
+
+    def undo() -> None:
+        for block, forward in saved:
+            block.forward = forward
+
+    return undo
