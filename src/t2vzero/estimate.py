@@ -11,10 +11,11 @@ measured peaks.
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .errors import UserError
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, "bf16": 2}
 RESNET_TENSORS = 4  # input, normed, conv output, residual sum
@@ -47,9 +48,11 @@ class Estimate:
 
 def safetensors_elements(path: Path) -> int:
     """Total element count of the tensors in a .safetensors file, read from its header alone."""
-    with open(path, "rb") as f:
-        size = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(size))
+    from .models import safetensors_header
+
+    header = safetensors_header(path)
+    if header is None:
+        raise UserError(f"{path} is not a readable .safetensors file; fix or replace it")
     total = 0
     for name, info in header.items():
         if name == "__metadata__":

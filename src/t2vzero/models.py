@@ -138,19 +138,29 @@ def _pipeline_class(model: str, path: Path) -> Any:
     return diffusers.StableDiffusionXLPipeline if xl else diffusers.StableDiffusionPipeline
 
 
-def _single_file_kind(path: Path) -> str | None:
-    """"sdxl" or "sd" for an original-layout checkpoint, by its tensor names (SDXL keeps a second text encoder
-    under conditioner.embedders.1); None when the names tell neither; "unreadable" for a broken header."""
-    if path.suffix.lower() != ".safetensors":
-        return None
+def safetensors_header(path: Path) -> dict[str, Any] | None:
+    """A .safetensors file's header (tensor name -> dtype, shape, offsets; "__metadata__"), read without any
+    tensor data; None when the file is not readable as safetensors."""
     import struct
 
     try:
         with open(path, "rb") as f:
             size = struct.unpack("<Q", f.read(8))[0]
-            keys = list(json.loads(f.read(size)).keys())
+            header = json.loads(f.read(size))
     except (OSError, ValueError, struct.error, UnicodeDecodeError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def _single_file_kind(path: Path) -> str | None:
+    """"sdxl" or "sd" for an original-layout checkpoint, by its tensor names (SDXL keeps a second text encoder
+    under conditioner.embedders.1); None when the names tell neither; "unreadable" for a broken header."""
+    if path.suffix.lower() != ".safetensors":
+        return None
+    header = safetensors_header(path)
+    if header is None:
         return "unreadable"  # the loader names what is wrong with the file
+    keys = list(header)
     if any(k.startswith("conditioner.embedders.1.") for k in keys):
         return "sdxl"
     if any(k.startswith(("model.diffusion_model.", "cond_stage_model.", "first_stage_model.")) for k in keys):
@@ -249,17 +259,12 @@ _FAMILIES = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 def lora_text_dim(path: Path) -> int | None:
     """The text width a LoRA's cross-attention keys were trained on (its attn2 to_k down-projection's input),
     read from the safetensors header alone; None when it cannot be told."""
-    import struct
-
     files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
     for file in files:
         if file.suffix.lower() != ".safetensors":
             continue
-        try:
-            with open(file, "rb") as f:
-                size = struct.unpack("<Q", f.read(8))[0]
-                header = json.loads(f.read(size))
-        except (OSError, ValueError, struct.error):
+        header = safetensors_header(file)
+        if header is None:
             return None
         for key, info in header.items():
             low = key.lower()
