@@ -143,10 +143,9 @@ class Guidance:
             if clash:
                 raise ValueError(f"two hooks set the same UNet argument(s) {sorted(clash)}")
             kwargs = {**kwargs, **extra}
-        if features is not None and self.cache_interval > 1:
-            with deepcache.step(*features):
-                noise_pred = self.unet(model_input, t, **kwargs).sample
-        else:
+        reuse = deepcache.step(*features) if features is not None and self.cache_interval > 1 else \
+            contextlib.nullcontext()
+        with reuse:
             noise_pred = self.unet(model_input, t, **kwargs).sample
         return self.combine(noise_pred.view(groups, videos * frames, *noise_pred.shape[1:]))
 
@@ -221,8 +220,9 @@ def denoise(chunks: list[Chunk], timesteps: torch.Tensor, predict: Guidance, *,
     At each step the chunks run in order and share one cache of frame 1's self-attention keys/values,
     written by the chunk that holds frame 1 (it must come first) and read by the others, so frame 1
     goes through the model once per step. Then `after_step` hooks may adjust each chunk's latents,
-    seeing frame 1's latents of the same step (background smoothing). Returns the chunks at the input
-    of the step after the last timestep (the input chunks are not changed).
+    seeing frame 1's latents of the same step (background smoothing). Returns new chunks at the input
+    of the step after the last timestep; the chunks passed in keep their latents, but their schedulers
+    advance (each is used in place).
     """
     chunks = [Chunk(c.ids, c.latents, c.scheduler, c.step_kwargs) for c in chunks]
     shared = len(chunks) > 1
@@ -315,10 +315,6 @@ def _float32_copy(vae: Any) -> Any:
 
 def decode_video(vae: Any, latents: torch.Tensor, force_upcast: bool = False) -> np.ndarray:
     """(videos, F, C, h, w) latents -> (videos, F, H, W, 3) float32 frames in [0, 1]."""
-    import sys
-
-    decode = sys.modules[__name__].decode_latents  # looked up at call time (tests swap it for latents)
     videos, frames = latents.shape[:2]
-    images = decode(vae, latents.flatten(0, 1), force_upcast=force_upcast) if force_upcast else \
-        decode(vae, latents.flatten(0, 1))
+    images = decode_latents(vae, latents.flatten(0, 1), force_upcast=force_upcast)
     return images.reshape(videos, frames, *images.shape[1:])
