@@ -454,7 +454,7 @@ def _dry_run(model: str | None, config: str | None, *, frames: int, size: tuple[
     """The `--dry-run` line: the memory estimate from configs and safetensors headers alone."""
     from .defaults import pick
     from .estimate import checkpoint_elements, estimate_run, read_configs
-    from .models import DEFAULT_MODEL_DIR, read_model_defaults, resolve_device
+    from .models import DEFAULT_MODEL_DIR, native_size, read_model_defaults, resolve_device
     from .schedulers import default_steps
 
     folder = Path(config or model or DEFAULT_MODEL_DIR)
@@ -464,10 +464,8 @@ def _dry_run(model: str | None, config: str | None, *, frames: int, size: tuple[
                 "a local diffusers folder)")
     unet_config, vae_config = configs
     defaults = read_model_defaults(model or DEFAULT_MODEL_DIR) if (model is None or Path(model).is_dir()) else {}
-    factor = 2 ** (len(vae_config["block_out_channels"]) - 1)
-    sample = unet_config.get("sample_size", 64)
-    native = (sample, sample) if isinstance(sample, int) else tuple(sample)
-    width, height = size or (defaults.get("width", native[1] * factor), defaults.get("height", native[0] * factor))
+    native_h, native_w = native_size({"sample_size": 64, **unet_config}, vae_config, defaults)
+    width, height = size or (native_w, native_h)
     steps = steps or default_steps(scheduler) or pick("generate", "num_inference_steps", None, defaults)
     guidance = pick("generate", "guidance_scale", guidance, defaults)
     dev = resolve_device(device)

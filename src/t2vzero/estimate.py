@@ -107,7 +107,9 @@ def estimate_run(unet_config: Any, vae_config: Any, elements: int | None, *, hei
                  chunk_size: int | None, groups: int, videos: int, steps: int, dtype: str) -> Estimate:
     """The estimate for a text-to-video (or video-to-video) run with the given shapes."""
     dtype_bytes = DTYPE_BYTES[dtype]
-    factor = 2 ** (len(vae_config["block_out_channels"]) - 1)
+    from .models import vae_scale
+
+    factor = vae_scale(vae_config)
     per_call = min(frames, chunk_size or frames)
     rows = groups * videos * per_call
     return Estimate(

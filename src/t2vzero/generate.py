@@ -278,7 +278,9 @@ def execution_device(model: Any) -> torch.device:
 
 def vae_factor(vae: Any) -> int:
     """Pixels per latent pixel: each VAE block but the last halves the size (8 for Stable Diffusion)."""
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+    from .models import vae_scale
+
+    return vae_scale(vae.config)
 
 
 @torch.no_grad()

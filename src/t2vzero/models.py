@@ -253,6 +253,19 @@ def _apply_loras(pipe: Any, lora: Any, allow_pickle: bool) -> None:
         pipe.set_adapters(names, adapter_weights=scales)
 
 
+def vae_scale(vae_config: Any) -> int:
+    """Pixels per latent pixel of a VAE config: each block but the last halves the size (8 for Stable Diffusion)."""
+    return 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
+def native_size(unet_config: Any, vae_config: Any, defaults: dict[str, Any]) -> tuple[int, int]:
+    """(height, width): the model's own default size, else the UNet's sample size × the VAE factor."""
+    size = unet_config["sample_size"]  # an int, or (height, width)
+    h, w = (size, size) if isinstance(size, int) else size
+    factor = vae_scale(vae_config)
+    return int(defaults.get("height", h * factor)), int(defaults.get("width", w * factor))
+
+
 _FAMILIES = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 
 

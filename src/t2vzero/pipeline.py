@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .generate import VideoOutput, vae_factor
+from .generate import VideoOutput
 
 
 class TextToVideoZero:
@@ -61,11 +61,9 @@ class TextToVideoZero:
 
     def native_size(self) -> tuple[int, int]:
         """(height, width): the model's own default size, else the UNet's sample size × the VAE factor."""
-        unet, vae = self.components["unet"], self.components["vae"]
-        factor = vae_factor(vae)
-        size = unet.config.sample_size  # an int, or (height, width)
-        h, w = (size, size) if isinstance(size, int) else size
-        return int(self.defaults.get("height", h * factor)), int(self.defaults.get("width", w * factor))
+        from .models import native_size
+
+        return native_size(self.components["unet"].config, self.components["vae"].config, self.defaults)
 
     def generation_args(self, **given: Any) -> dict[str, Any]:
         """`anchor_pass` arguments: the given ones, then the model's defaults, then the paper's.
