@@ -23,14 +23,14 @@ def token_limit(tokenizer: Any, text_encoder: Any) -> int:
     return min(tokenizer.model_max_length, positions) if positions else tokenizer.model_max_length
 
 
-def _tokens(tokenizer: Any, text_encoder: Any, texts: Sequence[str], device: Any) -> Any:
+def _tokens(tokenizer: Any, text_encoder: Any, texts: Sequence[str]) -> Any:
     return tokenizer(list(texts), padding="max_length", max_length=token_limit(tokenizer, text_encoder),
                      truncation=True, return_tensors="pt")
 
 
 def _encode_sd(tokenizer: Any, text_encoder: Any, texts: Sequence[str], device: Any) -> torch.Tensor:
     """CLIP text embeddings (len(texts), tokens, dim), padded to the tokenizer's maximum length."""
-    ids = _tokens(tokenizer, text_encoder, texts, device)
+    ids = _tokens(tokenizer, text_encoder, texts)
     mask = None
     if getattr(text_encoder.config, "use_attention_mask", False):
         mask = ids.attention_mask.to(device)
@@ -56,7 +56,7 @@ def _encode_sdxl(components: dict[str, Any], texts: Sequence[str], texts_2: Sequ
     for tokenizer, encoder, which in pairs:
         if tokenizer is None or encoder is None:  # e.g. a refiner: the second encoder alone
             continue
-        out = encoder(_tokens(tokenizer, encoder, which, device).input_ids.to(device), output_hidden_states=True)
+        out = encoder(_tokens(tokenizer, encoder, which).input_ids.to(device), output_hidden_states=True)
         if pooled is None and out[0].ndim == 2:  # the projection model's text_embeds
             pooled = out[0]
         parts.append(out.hidden_states[-2])
