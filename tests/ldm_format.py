@@ -29,6 +29,8 @@ def unet_to_ldm(unet) -> dict[str, torch.Tensor]:
     prefix["conv_in."] = "input_blocks.0.0."
     prefix["conv_norm_out."] = "out.0."
     prefix["conv_out."] = "out.2."
+    prefix["add_embedding.linear_1."] = "label_emb.0.0."  # SDXL's pooled-text and time-id embedding
+    prefix["add_embedding.linear_2."] = "label_emb.0.2."
     for i in range(len(cfg.block_out_channels)):
         for j in range(per):
             prefix[f"down_blocks.{i}.resnets.{j}."] = f"input_blocks.{(per + 1) * i + j + 1}.0."
@@ -76,12 +78,51 @@ def vae_to_ldm(vae) -> dict[str, torch.Tensor]:
     return out
 
 
+OPEN_CLIP = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+             "self_attn.out_proj": "attn.out_proj"}
+
+
+def clip_to_ldm(text_encoder, prefix: str) -> dict[str, torch.Tensor]:
+    """An OpenAI-CLIP text encoder in the original layout: the transformers model under `prefix`."""
+    out = {}
+    for key, value in text_encoder.state_dict().items():
+        # Original checkpoints nest CLIP under text_model. (newer transformers flatten it away).
+        key = key if key.startswith("text_model.") else "text_model." + key
+        out[prefix + key] = value
+    return out
+
+
+def open_clip_to_ldm(text_encoder, prefix: str) -> dict[str, torch.Tensor]:
+    """A CLIP text encoder with projection in OpenCLIP's layout (SDXL's second encoder): fused q/k/v
+    projections, `resblocks`, and the projection as a (hidden, projection) matrix applied as x @ P."""
+    sd = {k.removeprefix("text_model."): v for k, v in text_encoder.state_dict().items()}
+    out = {prefix + "token_embedding.weight": sd.pop("embeddings.token_embedding.weight"),
+           prefix + "positional_embedding": sd.pop("embeddings.position_embedding.weight"),
+           prefix + "ln_final.weight": sd.pop("final_layer_norm.weight"),
+           prefix + "ln_final.bias": sd.pop("final_layer_norm.bias"),
+           prefix + "text_projection": sd.pop("text_projection.weight").T}
+    sd.pop("embeddings.position_ids", None)
+    for i in range(text_encoder.config.num_hidden_layers):
+        layer = f"encoder.layers.{i}."
+        block = f"{prefix}transformer.resblocks.{i}."
+        for part in ("weight", "bias"):
+            out[f"{block}attn.in_proj_{part}"] = torch.cat(
+                [sd.pop(f"{layer}self_attn.{q}_proj.{part}") for q in ("q", "k", "v")])
+        for ours, theirs in OPEN_CLIP.items():
+            for part in ("weight", "bias"):
+                out[f"{block}{theirs}.{part}"] = sd.pop(f"{layer}{ours}.{part}")
+    assert not sd, f"unmapped text encoder tensors: {sorted(sd)}"
+    return out
+
+
 def save_ldm_checkpoint(components: dict, path) -> None:
+    """SD 1.x layout, or SDXL's (two text encoders under conditioner.embedders) when the components have two."""
     from safetensors.torch import save_file
 
     state = {**unet_to_ldm(components["unet"]), **vae_to_ldm(components["vae"])}
-    for key, value in components["text_encoder"].state_dict().items():
-        # Original checkpoints nest CLIP under text_model. (newer transformers flatten it away).
-        key = key if key.startswith("text_model.") else "text_model." + key
-        state["cond_stage_model.transformer." + key] = value
+    if components.get("text_encoder_2") is not None:
+        state.update(clip_to_ldm(components["text_encoder"], "conditioner.embedders.0.transformer."))
+        state.update(open_clip_to_ldm(components["text_encoder_2"], "conditioner.embedders.1.model."))
+    else:
+        state.update(clip_to_ldm(components["text_encoder"], "cond_stage_model.transformer."))
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))

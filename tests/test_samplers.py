@@ -161,8 +161,6 @@ def test_bad_sampler_arguments_are_user_errors(parts):
         pipe("a", scheduler="dpm", **KW)
     with pytest.raises(UserError, match="no timestep spacing"):
         pipe("a", scheduler="lcm", timestep_spacing="trailing", **KW)
-    with pytest.raises(UserError, match="--steps 2 or more"):
-        pipe("a", num_inference_steps=1, **KW)
     with pytest.raises(UserError, match="1000 or fewer"):
         pipe("a", num_inference_steps=5000, **KW)
 
@@ -181,11 +179,43 @@ def test_cli_rejects_bad_sampler_options_before_any_work(tmp_path, capsys, args,
     assert not any(tmp_path.iterdir())
 
 
-def test_cli_names_the_steps_a_short_schedule_needs(tmp_path, capsys, tiny_model_dir):
-    out = tmp_path / "v.mp4"
-    assert run(["generate", "a red circle", "--model", str(tiny_model_dir), "--steps", "1", "-o", str(out)]) == 2
-    assert "--steps 2 or more" in capsys.readouterr().err
-    assert not any(tmp_path.iterdir())
+def test_one_step_turbo_style_moves_frame_ones_initial_noise(parts, latent_output):
+    """One step (SD-Turbo style: trailing spacing, guidance off) leaves no room for the jump: frames 2..N start
+    from frame 1's initial noise moved by the motion field, and the one step denoises them together."""
+    from t2vzero.motion import latent_shifts, translate_latents
+
+    pipe = TextToVideoZero(**parts)
+    kw = dict(KW, video_length=3, num_inference_steps=1, scheduler="euler-a", timestep_spacing="trailing",
+              guidance_scale=0.0)
+    anchor = pipe.anchor("a red circle", motion=(64.0, 0.0), generator=seeded(1), **kw)
+    assert anchor.x_t1.equal(anchor.x_t0) and len(anchor.timesteps_after_t1) == 1
+    from t2vzero.modes.text2video import latents_at_t1
+
+    start = latents_at_t1(anchor, [0, 1, 2])[0]
+    moved = translate_latents(anchor.x_t0.expand(2, -1, -1, -1), latent_shifts([1, 2], (64.0, 0.0), (64, 64), (8, 8)))
+    assert torch.equal(start[1:], moved) and not torch.equal(start[1], start[0])
+    still = pipe("a red circle", motion=(0.0, 0.0), generator=seeded(1), **kw).frames[0]
+    assert np.abs(still - still[:1]).max() <= 1e-5 * np.abs(still).max()  # the same noise, the same frame
+    one = pipe("a red circle", **{**kw, "video_length": 1}, generator=seeded(1)).frames[0, 0]
+    # frame 1 is the one-step text-to-image whatever the frame count (up to batch-size rounding)
+    assert np.abs(one - still[0]).max() <= 1e-5 * np.abs(one).max()
+    # and that is diffusers' own one-step text-to-image from the same noise
+    g = seeded(1)
+    x_T = torch.randn((1, 4, 8, 8), generator=g)
+    sd = sd_pipeline(parts, make_scheduler(parts["scheduler"], "euler-a", "trailing"))
+    ref = sd("a red circle", height=64, width=64, num_inference_steps=1, guidance_scale=0.0, output_type="latent",
+             latents=x_T,
+             generator=torch.Generator().manual_seed(stream_seeds(g, 1, 2)[0][0])).images[0].permute(1, 2, 0).numpy()
+    assert np.abs(one - ref).max() <= 1e-4 * np.abs(ref).max()
+    assert np.abs(still[0] - pipe("a red circle", generator=seeded(2), **kw).frames[0, 0]).max() > 1e-2
+
+
+def test_the_cli_runs_a_one_step_video(tmp_path, capsys, tiny_model_dir):
+    out = tmp_path / "v.gif"
+    assert run(["generate", "a red circle", "--model", str(tiny_model_dir), "--steps", "1", "--guidance", "0",
+                "--scheduler", "euler-a", "--timestep-spacing", "trailing", "--frames", "3", "-o", str(out)]) == 0, \
+        capsys.readouterr().err
+    assert out.is_file()
 
 
 def test_a_model_may_ship_its_sampler_in_its_defaults(parts, tmp_path):

@@ -49,9 +49,9 @@ def test_bad_t0_t1_is_a_user_error(t0, t1):
         jump_steps(schedule(50), t0, t1, 1000)
 
 
-def test_one_step_schedule_cannot_hold_t0_and_t1():
-    with pytest.raises(UserError, match="at least 2"):
-        jump_steps(schedule(1), 881, 941, 1000)
+def test_a_one_step_schedule_puts_t1_and_t0_on_its_only_step():
+    assert jump_steps(schedule(1), 881, 941, 1000) == (0, 0)
+    assert jump_steps(schedule(2), 881, 941, 1000) == (0, 1)
 
 
 def test_forward_jump_uses_the_exact_cumulative_alpha_ratio():

@@ -354,3 +354,43 @@ def test_single_files_are_told_apart_by_their_tensor_names(tmp_path):
         save_file({key: torch.zeros(1), "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, str(path))
         expected = "StableDiffusionXLPipeline" if kind == "sdxl" else "StableDiffusionPipeline"
         assert _pipeline_class(str(path), path).__name__ == expected
+
+
+def test_an_original_layout_sdxl_single_file_loads_with_a_config_folder(sdxl, sdxl_dir, tmp_path, capsys):
+    """SDXL as its checkpoints are shared: one .safetensors file in the original (SGM) layout, the second text
+    encoder in OpenCLIP's layout; offline it needs the diffusers folder of its architecture for the configs."""
+    from ldm_format import save_ldm_checkpoint
+    from t2vzero.cli import run
+    from t2vzero.models import load_components
+
+    path = tmp_path / "tiny-sdxl.safetensors"
+    save_ldm_checkpoint(sdxl, path)
+    components, _ = load_components(str(path), config=str(sdxl_dir))
+    assert components["text_encoder_2"] is not None
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        ours, theirs = sdxl[name].state_dict(), components[name].state_dict()
+        shared = [k for k in ours if "position_ids" not in k]
+        assert set(shared) <= set(theirs), (name, sorted(set(shared) - set(theirs))[:3])
+        assert all(torch.equal(ours[k].float(), theirs[k].float().reshape(ours[k].shape)) for k in shared), name
+    # The loaded file generates the same frames as the folder it was written from.
+    kw = dict(video_length=2, num_inference_steps=3, generator=seeded(1), progress=False)
+    from_file = TextToVideoZero(**components)("a red circle", **kw).frames
+    kw["generator"] = seeded(1)
+    from_folder = TextToVideoZero.from_pretrained(str(sdxl_dir))("a red circle", **kw).frames
+    assert np.abs(from_file - from_folder).max() <= 1e-5
+    out = tmp_path / "xl.gif"
+    code = run(["generate", "a red circle", "--model", str(path), "--config", str(sdxl_dir), "--steps", "3",
+                "--frames", "2", "-o", str(out)])
+    assert code == 0 and out.is_file(), capsys.readouterr().err
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_sdxl_turbo_style_few_step_video(sdxl, steps, latent_output):
+    """SDXL-Turbo's use: guidance off, trailing spacing, 1 to 4 steps; chunked equals unchunked."""
+    pipe = TextToVideoZero(**sdxl)
+    kw = dict(video_length=3, num_inference_steps=steps, guidance_scale=0.0, scheduler="euler-a",
+              timestep_spacing="trailing", motion=(64.0, 0.0), progress=False)  # one latent pixel per frame
+    full = pipe("a red circle", generator=seeded(3), **kw).frames
+    chunked = pipe("a red circle", generator=seeded(3), chunk_size=2, **kw).frames
+    assert np.isfinite(full).all() and np.abs(chunked - full).max() <= 1e-5 * np.abs(full).max()
+    assert np.abs(full[0, 1:] - full[0, :1]).max() > 1e-3 * np.abs(full).max()  # the motion moved frames 2..N

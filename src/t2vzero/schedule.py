@@ -15,7 +15,8 @@ DEFAULT_T1 = TEXT_TO_VIDEO["t1"]
 
 
 class JumpSteps(NamedTuple):
-    """Where the jump sits in a denoising schedule: the step positions of t1 and of t0 (t1_index < t0_index)."""
+    """Where the jump sits in a denoising schedule: the step positions of t1 and of t0 (t1_index < t0_index, or
+    both 0 in a one-step schedule)."""
 
     t1_index: int
     t0_index: int
@@ -29,6 +30,10 @@ def jump_steps(timesteps: torch.Tensor, t0: int, t1: int, num_train_timesteps: i
     The latent "at t" is the input of the denoising step at t. For second-order schedulers (Heun,
     KDPM2: `order` 2) only positions that start a step pair are used: a latent between a predictor
     and its corrector is not a sample at any noise level.
+
+    A one-step schedule (SD-Turbo / SDXL-Turbo used with one step) has no room for the jump: t1 and t0
+    both sit at its only step, so frames 2..N start from frame 1's initial noise moved by the motion
+    field (a jump from t0 = t1 adds no noise) and the single step denoises all frames together.
     """
     if not 0 <= t0 < t1 < num_train_timesteps:
         raise UserError(
@@ -36,9 +41,10 @@ def jump_steps(timesteps: torch.Tensor, t0: int, t1: int, num_train_timesteps: i
             f"the paper uses {DEFAULT_T0}/{DEFAULT_T1})"
         )
     positions = torch.arange(0, len(timesteps), max(1, int(order)))
-    if len(positions) < 2:
-        raise UserError(f"t0/t1 need at least 2 denoising steps but the schedule has {len(positions)}; "
-                        "use --steps 2 or more")
+    if len(positions) == 0:
+        raise UserError("the denoising schedule is empty; use --steps 1 or more")
+    if len(positions) == 1:
+        return JumpSteps(0, 0)
     ts = timesteps.detach().cpu().double()[positions]
     j1 = int(torch.argmin((ts - t1).abs()))
     j0 = int(torch.argmin((ts - t0).abs()))

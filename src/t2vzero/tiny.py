@@ -156,19 +156,20 @@ def make_mid_components(seed: int = 0) -> dict[str, Any]:
 def make_tiny_sdxl_components(seed: int = 0, *, in_channels: int = 4, sample_size: int = 8) -> dict[str, Any]:
     """Random SDXL-shaped components: a UNet with the `text_time` added embedding, two CLIP text encoders
     (the second with a projection, whose pooled output the UNet reads), their tokenizers, a VAE (×8) and
-    SDXL's Euler scheduler; `force_zeros_for_empty_prompt` as SDXL base's model index sets it."""
+    SDXL's Euler scheduler; `force_zeros_for_empty_prompt` as SDXL base's model index sets it. The two encoders
+    differ in width, as SDXL's do (768 and 1280): single-file loaders tell them apart by it."""
     import torch
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
-    hidden, projection, time_dim = 32, 32, 8
+    hidden, hidden_2, projection, time_dim = 32, 48, 32, 8
     unet = UNet2DConditionModel(
         sample_size=sample_size, in_channels=in_channels, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64), norm_num_groups=16, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4), use_linear_projection=True,
         addition_embed_type="text_time", addition_time_embed_dim=time_dim, transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=6 * time_dim + projection, cross_attention_dim=2 * hidden,
+        projection_class_embeddings_input_dim=6 * time_dim + projection, cross_attention_dim=hidden + hidden_2,
     )
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 16, 32, 32), norm_num_groups=16,
@@ -177,11 +178,12 @@ def make_tiny_sdxl_components(seed: int = 0, *, in_channels: int = 4, sample_siz
     )
     tokenizer = make_clip_tokenizer()
     tokenizer_2 = make_clip_tokenizer()
-    config = dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, num_attention_heads=4,
+    config = dict(vocab_size=len(tokenizer), intermediate_size=64, num_attention_heads=4,
                   num_hidden_layers=3, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, hidden_act="gelu")
-    text_encoder = CLIPTextModel(CLIPTextConfig(**config))
-    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**config, projection_dim=projection))
+    text_encoder = CLIPTextModel(CLIPTextConfig(**config, hidden_size=hidden))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**config, hidden_size=hidden_2,
+                                                                projection_dim=projection))
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        steps_offset=1, timestep_spacing="leading")
     return {"unet": unet.eval(), "vae": vae.eval(), "text_encoder": text_encoder.eval(), "tokenizer": tokenizer,
