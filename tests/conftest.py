@@ -50,3 +50,22 @@ def latent_output(monkeypatch):
 
     monkeypatch.setattr(generate, "decode_latents",
                         lambda vae, latents, batch_size=8, **_: latents.permute(0, 2, 3, 1).float().cpu().numpy())
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl():
+    """Tiny SDXL-shaped components: two text encoders (the second with a projection), `text_time` UNet."""
+    from t2vzero.tiny import make_tiny_sdxl_components
+
+    return make_tiny_sdxl_components(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory, tiny_sdxl):
+    """The tiny SDXL components saved as a diffusers SDXL folder."""
+    from diffusers import StableDiffusionXLPipeline
+
+    path = tmp_path_factory.mktemp("models") / "tiny-sdxl"
+    parts = {k: v for k, v in tiny_sdxl.items() if k != "force_zeros_for_empty_prompt"}
+    StableDiffusionXLPipeline(**parts, force_zeros_for_empty_prompt=True).save_pretrained(path, safe_serialization=True)
+    return path

@@ -24,10 +24,25 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def sdxl_48_dir(tmp_path_factory):
+    """A tiny SDXL checkpoint whose native size (48x48) differs from the built-in model's 64x64."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from t2vzero.tiny import make_tiny_sdxl_components
+
+    parts = make_tiny_sdxl_components(seed=1, sample_size=6)
+    parts.pop("force_zeros_for_empty_prompt")
+    path = tmp_path_factory.mktemp("models") / "sdxl-48"
+    StableDiffusionXLPipeline(**parts).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, sdxl_48_dir):
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "-m", "t2vzero", "app", "--port", str(port), "--max-seconds", "5"],
+    proc = subprocess.Popen([sys.executable, "-m", "t2vzero", "app", "--port", str(port), "--max-seconds", "5",
+                             "--models", str(sdxl_48_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                             cwd=tmp_path_factory.mktemp("app"))
     url = f"http://127.0.0.1:{port}/"
@@ -88,6 +103,22 @@ def test_text_to_video_with_the_built_in_model_shows_a_playable_video(page):
     page.wait_for_function("() => [...document.querySelectorAll('video')].some(v => v.duration > 0)")
     duration = page.evaluate("() => Math.max(...[...document.querySelectorAll('video')].map(v => v.duration || 0))")
     assert duration > 0
+
+
+def test_an_sdxl_model_from_the_allow_list_generates_at_its_native_size(page, sdxl_48_dir):
+    videos = "[...document.querySelectorAll('video')]"
+    before = page.evaluate(f"() => {videos}.map(v => v.currentSrc)")
+    page.locator("#t2v-model input").click()
+    page.get_by_role("option", name=str(sdxl_48_dir)).click()
+    page.locator("#t2v-prompt textarea").fill("a red circle")
+    page.locator("#t2v-generate").click()
+    page.wait_for_function(f"before => {videos}.some(v => v.duration > 0 && !before.includes(v.currentSrc))",
+                           arg=before)
+    size = page.evaluate(f"before => {videos}.filter(v => !before.includes(v.currentSrc))"
+                         ".map(v => [v.videoWidth, v.videoHeight])[0]", before)
+    assert size == [48, 48]  # the SDXL checkpoint's own size (its sample size x the VAE factor), not the built-in's
+    page.locator("#t2v-model input").click()
+    page.get_by_role("option", name="built-in").click()
 
 
 def test_uploading_a_clip_to_the_edit_tab_gives_a_clear_error(page, tmp_path):

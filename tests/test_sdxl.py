@@ -16,10 +16,8 @@ def seeded(seed=0):
 
 
 @pytest.fixture(scope="module")
-def sdxl():
-    from t2vzero.tiny import make_tiny_sdxl_components
-
-    return make_tiny_sdxl_components(seed=0)
+def sdxl(tiny_sdxl):
+    return tiny_sdxl
 
 
 def models(parts):
@@ -124,13 +122,8 @@ def test_the_default_mode_fixes_the_references_defects(sdxl, reference, latent_o
 
 
 @pytest.fixture(scope="module")
-def sdxl_dir(tmp_path_factory, sdxl):
-    from diffusers import StableDiffusionXLPipeline
-
-    path = tmp_path_factory.mktemp("models") / "tiny-sdxl"
-    StableDiffusionXLPipeline(**models(sdxl), force_zeros_for_empty_prompt=True).save_pretrained(
-        path, safe_serialization=True)
-    return path
+def sdxl_dir(tiny_sdxl_dir):
+    return tiny_sdxl_dir
 
 
 def test_an_sdxl_folder_loads_as_sdxl_and_generates_from_the_command_line(sdxl_dir, tmp_path, capsys):

@@ -180,7 +180,7 @@ def build(runner: Runner) -> Any:
     with gr.Blocks(title="t2vzero") as demo:
         gr.Markdown("# t2vzero — Text2Video-Zero\nZero-shot video from Stable Diffusion (Khachatryan et al., 2023).")
         with gr.Tab("Text → video"):
-            model = gr.Dropdown(runner.choices(), value=BUILT_IN, label="model")
+            model = gr.Dropdown(runner.choices(), value=BUILT_IN, label="model", elem_id="t2v-model")
             prompt = gr.Textbox(label="prompt", value="a red circle on a blue background", elem_id="t2v-prompt")
             with gr.Accordion("advanced", open=False):
                 negative = gr.Textbox(label="negative prompt", value="")
