@@ -180,3 +180,38 @@ def test_depth_and_pose_use_controlnet_aux_detectors_from_the_given_weights(monk
     assert loaded == [("MidasDetector", "/models/annotators"), ("OpenposeDetector", "/models/annotators")]
     with pytest.raises(UserError, match="--annotator"):
         annotate(frames, "depth", None)
+
+
+def test_dry_run_of_control_and_edit_estimates_from_the_clip_and_loads_nothing(clip_dir, tiny_model_dir,
+                                                                              controlnet_dir, pix2pix_dir, tmp_path,
+                                                                              monkeypatch, capsys):
+    import t2vzero.models
+
+    monkeypatch.setattr(t2vzero.models, "load_components", lambda *a, **k: pytest.fail("weights were loaded"))
+    monkeypatch.setattr(t2vzero.models, "load_controlnet", lambda *a, **k: pytest.fail("a ControlNet was loaded"))
+    out = tmp_path / "out.mp4"
+    common = ["--resolution", "64", "--max-frames", "4", "-o", str(out), "--sheet", "--dry-run"]
+    assert run(["control", str(clip_dir), "a red square", "--model", str(tiny_model_dir), "--controlnet",
+                str(controlnet_dir), "--chunk-size", "2", *common]) == 0
+    with_net = capsys.readouterr().out
+    assert "64x48, 4 frames, chunk 2" in with_net and "UNet calls of 4 rows" in with_net  # 2 frames x 2 groups
+    assert run(["edit", str(clip_dir), "make it blue", "--model", str(pix2pix_dir), *common]) == 0
+    edit = capsys.readouterr().out
+    assert "64x48, 4 frames, chunk 4" in edit and "UNet calls of 12 rows" in edit  # 4 frames x 3 groups
+    assert run(["edit", str(clip_dir), "make it blue", "--model", str(pix2pix_dir), "--guidance", "1", *common]) == 0
+    assert "UNet calls of 4 rows" in capsys.readouterr().out  # guidance off: one group
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_controlnets_weights_and_residuals_add_to_the_estimate(tiny_model_dir, controlnet_dir):
+    from t2vzero.plan import plan_run
+
+    kw = dict(mode="control", frames=4, size=(64, 64), steps=20, guidance=9.0, chunk_size=None, device="cpu",
+              dtype="float32")
+    alone = plan_run(str(tiny_model_dir), None, **kw).estimate
+    with_net = plan_run(str(tiny_model_dir), None, controlnets=[str(controlnet_dir)], **kw).estimate
+    from safetensors.torch import load_file
+
+    net_params = sum(p.numel() for p in load_file(str(next(controlnet_dir.glob("*.safetensors")))).values())
+    assert with_net.weights - alone.weights == 4 * net_params
+    assert with_net.unet_activations > alone.unet_activations

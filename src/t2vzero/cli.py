@@ -183,9 +183,11 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     check_dtype_name(dtype)
     _check_speed(speed, device)
     if dry_run:
-        click.echo(_dry_run(model, model_config, frames=frames, size=(width, height) if size else None, steps=steps,
-                            guidance=guidance, chunk_size=chunk_size, device=device, dtype=dtype,
-                            scheduler=scheduler))
+        from .plan import plan_run
+
+        click.echo(plan_run(model, model_config, mode="generate", frames=frames, size=(width, height) if size else None,
+                            steps=steps, guidance=guidance, chunk_size=chunk_size, device=device, dtype=dtype,
+                            scheduler=scheduler).describe())
         return
     _quiet_libraries()
 
@@ -238,6 +240,8 @@ def _video_input_options(fn: Any) -> Any:
         click.option("-o", "--output", default="video.mp4", show_default=True,
                      help="Output: .mp4, .webm, .gif, or a folder of numbered PNGs."),
         click.option("--sheet", is_flag=True, help="Also write a contact sheet: input, condition and output rows."),
+        click.option("--dry-run", is_flag=True,
+                     help="Print the estimated peak memory and work, load no weights, write nothing."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -265,6 +269,16 @@ def _load_clip(input_video: str, o: dict[str, Any]) -> tuple[Any, float]:
     frames, fps = load_clip(input_video, start=o["start"], end=o["end"], every=o["every"],
                             max_frames=o["max_frames"], fps=o["fps"])
     return fit_resolution(frames, o["resolution"]), check_fps(o["fps"] or fps or CLIP["fps"])
+
+
+def _print_plan(mode: str, frames: Any, steps: int, guidance: float, o: dict[str, Any], **extra: Any) -> None:
+    """--dry-run of a video-to-video command: the input clip sets the frame count and size."""
+    from .plan import plan_run
+
+    height, width = frames.shape[1:3]
+    click.echo(plan_run(o["model"], None, mode=mode, frames=len(frames), size=(width, height), steps=steps,
+                        guidance=guidance, chunk_size=o["chunk_size"], device=o["device"], dtype=o["dtype"],
+                        scheduler=o["scheduler"], **extra).describe())
 
 
 def _finish(result: Any, o: dict[str, Any], fps: float, rows: list[Any]) -> None:
@@ -316,6 +330,9 @@ def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditi
     if len(kinds) != len(controlnets):
         raise UserError(f"{len(kinds)} conditions for {len(controlnets)} ControlNets; give one per --controlnet")
     frames, fps = _load_clip(input_video, o)
+    if o["dry_run"]:
+        _print_plan("control", frames, steps, guidance, o, controlnets=[parse_lora(spec)[0] for spec in controlnets])
+        return
     maps = []
     for kind in kinds:
         if kind in ANNOTATORS:
@@ -361,6 +378,9 @@ def edit(input_video: str, instruction: str, steps: int, guidance: float, image_
         raise UserError(f"steps must be at least 1 (got {steps}); e.g. --steps 50")
     check_finite({"--guidance": guidance, "--image-guidance": image_guidance})
     frames, fps = _load_clip(input_video, o)
+    if o["dry_run"]:
+        _print_plan("edit", frames, steps, guidance, o, image_guidance=image_guidance)
+        return
     _quiet_libraries()
     import torch
 
@@ -446,34 +466,6 @@ def app(host: str, port: int, models: tuple[str, ...], controlnets: tuple[str, .
     _quiet_libraries()
     serve(AppConfig(list(models), list(controlnets), list(loras), max_upload_mb, max_seconds, device, dtype), host,
           port)
-
-
-def _dry_run(model: str | None, config: str | None, *, frames: int, size: tuple[int, int] | None,
-             steps: int | None, guidance: float | None, chunk_size: int | None, device: str, dtype: str,
-             scheduler: str | None) -> str:
-    """The `--dry-run` line: the memory estimate from configs and safetensors headers alone."""
-    from .defaults import pick
-    from .estimate import checkpoint_elements, estimate_run, read_configs
-    from .models import DEFAULT_MODEL_DIR, native_size, read_model_defaults, resolve_device
-    from .schedulers import default_steps
-
-    folder = Path(config or model or DEFAULT_MODEL_DIR)
-    configs = read_configs(folder)
-    if configs is None:
-        return (f"cannot estimate: no diffusers configs in {folder} (a hub id or a single file needs --config with "
-                "a local diffusers folder)")
-    unet_config, vae_config = configs
-    defaults = read_model_defaults(model or DEFAULT_MODEL_DIR) if (model is None or Path(model).is_dir()) else {}
-    native_h, native_w = native_size({"sample_size": 64, **unet_config}, vae_config, defaults)
-    width, height = size or (native_w, native_h)
-    steps = steps or default_steps(scheduler) or pick("generate", "num_inference_steps", None, defaults)
-    guidance = pick("generate", "guidance_scale", guidance, defaults)
-    dev = resolve_device(device)
-    name = dtype if dtype != "auto" else ("float32" if dev == "cpu" else "float16")
-    est = estimate_run(unet_config, vae_config, checkpoint_elements(model or DEFAULT_MODEL_DIR), height=height,
-                       width=width, frames=frames, chunk_size=chunk_size, groups=2 if guidance > 1 else 1, videos=1,
-                       steps=steps, dtype=name)
-    return f"{width}x{height}, {frames} frames, chunk {chunk_size or frames}, {name} on {dev}: {est.describe()}"
 
 
 def _quiet_libraries() -> None:

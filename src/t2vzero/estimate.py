@@ -11,6 +11,7 @@ measured peaks.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,17 @@ def checkpoint_elements(model: str | Path) -> int | None:
 
 def unet_activation_bytes(config: Any, rows: int, latent_hw: tuple[int, int], dtype_bytes: int) -> int:
     """Peak activations of one UNet call over `rows` latents of (h, w) (see the module docstring)."""
+    skips, working = _down_path(config, latent_hw)
+    return rows * dtype_bytes * (skips + working)
+
+
+def controlnet_residual_bytes(config: Any, rows: int, latent_hw: tuple[int, int], dtype_bytes: int) -> int:
+    """What a ControlNet hands the UNet and is held while the UNet runs: one residual per skip connection."""
+    return rows * dtype_bytes * _down_path(config, latent_hw)[0]
+
+
+def _down_path(config: Any, latent_hw: tuple[int, int]) -> tuple[int, int]:
+    """Elements per row of the down path's skip connections, and of the widest level's working set."""
     channels = list(config["block_out_channels"])
     layers = int(config["layers_per_block"]) if isinstance(config["layers_per_block"], int) else \
         max(config["layers_per_block"])
@@ -89,7 +101,7 @@ def unet_activation_bytes(config: Any, rows: int, latent_hw: tuple[int, int], dt
         area = (h >> i) * (w >> i)
         skips += layers * c * area + (c * area // 4 if i < len(channels) - 1 else 0)
         working = max(working, (TRANSFORMER_TENSORS if attention[i] else RESNET_TENSORS) * c * area)
-    return rows * dtype_bytes * (skips + working)
+    return skips, working
 
 
 def vae_activation_bytes(config: Any, frames: int, size_hw: tuple[int, int], dtype_bytes: int) -> int:
@@ -104,20 +116,39 @@ def vae_activation_bytes(config: Any, frames: int, size_hw: tuple[int, int], dty
 
 
 def estimate_run(unet_config: Any, vae_config: Any, elements: int | None, *, height: int, width: int, frames: int,
-                 chunk_size: int | None, groups: int, videos: int, steps: int, dtype: str) -> Estimate:
-    """The estimate for a text-to-video (or video-to-video) run with the given shapes."""
+                 chunk_size: int | None, groups: int, videos: int, steps: int, dtype: str,
+                 controlnets: Sequence[tuple[Any, int | None]] = ()) -> Estimate:
+    """The estimate for a text-to-video (or video-to-video) run with the given shapes.
+
+    `controlnets` holds (config, parameter count) per ControlNet: their weights add to the model's, and
+    their residuals stay alive while the UNet runs (their own working set is smaller than the UNet's)."""
     dtype_bytes = DTYPE_BYTES[dtype]
     from .models import vae_scale
 
     factor = vae_scale(vae_config)
     per_call = min(frames, chunk_size or frames)
     rows = groups * videos * per_call
+    latent_hw = (height // factor, width // factor)
+    residuals = sum(controlnet_residual_bytes(config, rows, latent_hw, dtype_bytes) for config, _ in controlnets)
     return Estimate(
-        weights=(elements or 0) * dtype_bytes,
-        unet_activations=unet_activation_bytes(unet_config, rows, (height // factor, width // factor), dtype_bytes),
+        weights=((elements or 0) + sum(n or 0 for _, n in controlnets)) * dtype_bytes,
+        unet_activations=unet_activation_bytes(unet_config, rows, latent_hw, dtype_bytes) + residuals,
         vae_activations=vae_activation_bytes(vae_config, videos * frames, (height, width), dtype_bytes),
         unet_rows=rows, unet_passes=groups * videos * frames * steps,
     )
+
+
+def controlnet_plan(model: str | Path) -> tuple[dict[str, Any] | None, int | None]:
+    """A ControlNet's config and parameter count from its folder or single file (None where unknown)."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        return None, safetensors_elements(path) if path.suffix == ".safetensors" else None
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        config = None
+    return config, (sum(safetensors_elements(f) for f in files) if files else None)
 
 
 def read_configs(model: str | Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
