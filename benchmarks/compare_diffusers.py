@@ -6,7 +6,9 @@ other, and the ratios are printed. Not a test: numbers depend on the machine.
 
     python benchmarks/compare_diffusers.py                          # 256×256, 8 frames, 50 steps
     python benchmarks/compare_diffusers.py --steps 10 --size 128    # quicker on a CPU
-    python benchmarks/compare_diffusers.py --device cuda --size 512 # fp16 on a GPU
+    python benchmarks/compare_diffusers.py --device cuda --size 512 # fp16 on a GPU, with offloading rows
+
+On a GPU, peak memory is `torch.cuda.max_memory_allocated` (VRAM); on a CPU, resident-set growth.
 """
 
 from __future__ import annotations
@@ -165,6 +167,14 @@ def main() -> None:
             _, warm_s, _ = peak_rss_during(ours(fast))  # compiles
             rows.append((f"t2vzero, compile + channels_last (compiled in {warm_s:.0f} s)",
                          *peak_rss_during(ours(fast))))
+        del fast
+        if device.startswith("cuda"):  # weights in CPU memory, moved to the GPU while they run
+            for mode, chunk in (("model", None), ("sequential", 2)):
+                lean = TextToVideoZero(**{k: copy.deepcopy(v) for k, v in components.items()})
+                lean.optimize(offload=mode)
+                label = f"t2vzero, offload {mode}" + (f", chunk {chunk}" if chunk else "")
+                rows.append((label, *peak_rss_during(ours(lean, chunk))))
+                del lean
     where = f"{device} {str(dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads"
     print(f"{'tiny' if args.tiny else 'SD 1.5 architecture, random weights'}; {size}x{size}, {args.frames} frames, "
           f"{args.steps} DDIM steps, guidance 7.5; {where}")

@@ -129,3 +129,17 @@ def test_dry_run_prints_the_estimate_and_loads_and_writes_nothing(tmp_path, tiny
     out = capsys.readouterr().out
     assert "128x128, 16 frames, chunk 4" in out and "estimated peak memory" in out and "UNet calls of 8 rows" in out
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("mode", ["model", "sequential"])
+def test_offload_hooks_cover_both_sdxl_text_encoders_and_keep_the_frames(tiny_sdxl, mode, latent_output):
+    from t2vzero.speed import _offload
+
+    kw = dict(video_length=3, num_inference_steps=4, progress=False)
+    plain = TextToVideoZero(**tiny_sdxl)("a red circle", generator=seeded(2), **kw).frames
+    parts = fresh(tiny_sdxl)
+    _offload(parts, (), mode, torch.device("cpu"))
+    for name in ("text_encoder", "text_encoder_2", "unet", "vae"):
+        assert any(hasattr(m, "_hf_hook") for m in parts[name].modules()), name
+    out = TextToVideoZero(**parts)("a red circle", generator=seeded(2), **kw).frames
+    assert np.abs(out - plain).max() <= 1e-5 * np.abs(plain).max()

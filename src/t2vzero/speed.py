@@ -88,7 +88,8 @@ def _offload(components: dict[str, Any], extra_models: Sequence[Any], mode: str,
     ("model"), or each layer's weights streamed in as it runs ("sequential")."""
     from accelerate import cpu_offload, cpu_offload_with_hook
 
-    models = [components["text_encoder"], components["unet"], *extra_models, components["vae"]]
+    encoders = [components[k] for k in ("text_encoder", "text_encoder_2") if components.get(k) is not None]
+    models = [*encoders, components["unet"], *extra_models, components["vae"]]
     if mode == "sequential":
         for m in models:
             cpu_offload(m, execution_device=device)
