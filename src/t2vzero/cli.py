@@ -517,15 +517,22 @@ def _warn_unknown_words(prompt: str, vocabulary: list[str] | None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Entry point: bad input is one line on stderr and exit code 2, never a traceback."""
+    """Entry point: bad input is one line on stderr and exit code 2, never a traceback; Ctrl-C, SIGTERM and
+    SIGHUP stop the command with its temporary files removed (exit 130, 143, 129)."""
+    from .stops import INTERRUPTED, Stopped, stop_on_signals
+
     try:
-        main.main(args=argv, prog_name="t2vzero", standalone_mode=False)
+        with stop_on_signals():
+            main.main(args=argv, prog_name="t2vzero", standalone_mode=False)
     except UserError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
     except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
         click.echo("interrupted; nothing was written", err=True)
-        return 130
+        return INTERRUPTED
+    except Stopped as stop:
+        click.echo(f"stopped by {stop.name}; nothing was written", err=True)
+        return stop.exit_code
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()} (see t2vzero --help)", err=True)
         return exc.exit_code if isinstance(exc, click.UsageError) else 1

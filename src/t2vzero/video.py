@@ -121,10 +121,12 @@ def _write_ffmpeg(frames: np.ndarray, path: Path, fps: float, codec: str) -> Non
     params = ["-crf", "18"] if codec == "libx264" else ["-crf", "30", "-b:v", "0"]
     writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, codec=codec, pix_fmt_out="yuv420p",
                                          macro_block_size=1, quality=None, output_params=params)
-    writer.send(None)
-    for frame in frames:
-        writer.send(frame)
-    writer.close()
+    try:
+        writer.send(None)
+        for frame in frames:
+            writer.send(frame)
+    finally:  # also when stopped mid-write: ffmpeg is ended before the caller removes the temporary file
+        writer.close()
     # imageio-ffmpeg does not report ffmpeg's own failures; an empty or short file must not replace
     # a good one, so count what was written before the rename.
     written = imageio_ffmpeg.count_frames_and_secs(str(path))[0] if path.stat().st_size else 0

@@ -24,9 +24,7 @@ import json
 import math
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ import torch
 from tqdm import tqdm
 
 from t2vzero.default_model import data
+from t2vzero.stops import INTERRUPTED, Stopped, stop_on_signals
 from t2vzero.tiny import write_clip_tokenizer_files
 
 MODEL_MAX_LENGTH = 77  # SD's prompt length, so the model accepts any prompt the generator passes
@@ -404,9 +403,6 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    from diffusers import StableDiffusionPipeline
-    from transformers import CLIPTokenizer
-
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t_start = time.monotonic()
@@ -419,69 +415,77 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot create {stage} ({exc.strerror or exc}); choose a writable --out", file=sys.stderr)
         return 2
     log = LossLog(stage / "train_log.jsonl")
-    # `kill` (SIGTERM) ends the run like Ctrl-C: the partial folder is named, nothing lands at --out.
-    previous = signal.getsignal(signal.SIGTERM)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Ctrl-C, `kill` (SIGTERM) and a closed terminal (SIGHUP) end the run alike: the partial folder is removed
+    # and nothing lands at --out.
     try:
-        vae = build_vae()
-        stats: dict[str, Any] = {}
-        stats["vae"] = train_vae(vae, np.random.default_rng([args.seed, 1]), args.ae_steps, args.ae_minutes,
-                                 args.ae_batch, log)
-        if args.dec_steps > 0:
-            stats["decoder"] = finetune_decoder(vae, np.random.default_rng([args.seed, 4]), args.dec_steps,
-                                                args.dec_minutes, args.ae_batch, args.dec_lr, log)
-        vae.save_pretrained(stage / "checkpoints" / "vae")  # lets a UNet-phase experiment skip phase 1
-
-        pool = encode_pool(vae, np.random.default_rng([args.seed, 2]), args.pool)
-        means, stds, _ = pool
-        z = means + stds * torch.randn(means.shape, generator=torch.Generator().manual_seed(args.seed))
-        scaling = float(1.0 / z.std())
-        vae.register_to_config(scaling_factor=scaling)
-        log.write(phase="encode", n=args.pool, scaling_factor=scaling, latent_mean=float(z.mean()))
-
-        tok_dir = write_clip_tokenizer_files(stage / "checkpoints" / "tokenizer", data.caption_words(),
-                                             MODEL_MAX_LENGTH)
-        tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-        text_encoder = build_text_encoder(tokenizer)
-        unet = build_unet()
-        stats["unet"] = train_unet(unet, text_encoder, tokenizer, pool, scaling, np.random.default_rng([args.seed, 3]),
-                                   args.unet_steps, args.unet_minutes, args.unet_batch, log)
-        stats["total_minutes"] = (time.monotonic() - t_start) / 60
-        log.write(phase="done", **{k: v for k, v in stats.items() if k != "total_minutes"},
-                  total_minutes=stats["total_minutes"])
+        with stop_on_signals():
+            code = _train(args, stage, out, log, t_start)
+    except (KeyboardInterrupt, Stopped) as stop:
         log.close()
-
-        counts = {name: sum(p.numel() for p in m.parameters())
-                  for name, m in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder))}
-        dtype = getattr(torch, args.dtype)
-        pipe = StableDiffusionPipeline(
-            vae=vae.to(dtype), text_encoder=text_encoder.to(dtype), tokenizer=tokenizer, unet=unet.to(dtype),
-            scheduler=make_scheduler(), safety_checker=None, feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        pipe.save_pretrained(stage, safe_serialization=True)
-        defaults = {**GENERATION_DEFAULTS, "vocabulary": sorted(data.caption_words())}
-        (stage / "t2vzero.json").write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
-        (stage / "README.md").write_text(model_card(args, stats, scaling, counts), encoding="utf-8")
-        shutil.rmtree(stage / "checkpoints")
-        late = _output_problem(out, args.overwrite)  # someone may have written there meanwhile
-        if late:
-            print(f"error: {late}; the trained model is in {stage}", file=sys.stderr)
-            return 2
-        _replace(stage, out)
-    except KeyboardInterrupt:
-        log.close()
-        print(f"\ntraining interrupted; partial files left in {stage}", file=sys.stderr)
-        return 130
+        shutil.rmtree(stage, ignore_errors=True)
+        how = stop.name if isinstance(stop, Stopped) else "Ctrl-C"
+        print(f"\ntraining interrupted ({how}); nothing was saved", file=sys.stderr)
+        return stop.exit_code if isinstance(stop, Stopped) else INTERRUPTED
     except BaseException:
         log.close()
         print(f"training failed; partial files left in {stage}", file=sys.stderr)
         raise
-    finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous)
-    print(f"saved {out} in {(time.monotonic() - t_start) / 60:.1f} min")
+    if code == 0:
+        print(f"saved {out} in {(time.monotonic() - t_start) / 60:.1f} min")
+    return code
+
+
+def _train(args: argparse.Namespace, stage: Path, out: Path, log: LossLog, t_start: float) -> int:
+    """The three training phases into `stage`, then `stage` renamed to `out`; returns the exit code."""
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    vae = build_vae()
+    stats: dict[str, Any] = {}
+    stats["vae"] = train_vae(vae, np.random.default_rng([args.seed, 1]), args.ae_steps, args.ae_minutes,
+                             args.ae_batch, log)
+    if args.dec_steps > 0:
+        stats["decoder"] = finetune_decoder(vae, np.random.default_rng([args.seed, 4]), args.dec_steps,
+                                            args.dec_minutes, args.ae_batch, args.dec_lr, log)
+    vae.save_pretrained(stage / "checkpoints" / "vae")  # lets a UNet-phase experiment skip phase 1
+
+    pool = encode_pool(vae, np.random.default_rng([args.seed, 2]), args.pool)
+    means, stds, _ = pool
+    z = means + stds * torch.randn(means.shape, generator=torch.Generator().manual_seed(args.seed))
+    scaling = float(1.0 / z.std())
+    vae.register_to_config(scaling_factor=scaling)
+    log.write(phase="encode", n=args.pool, scaling_factor=scaling, latent_mean=float(z.mean()))
+
+    tok_dir = write_clip_tokenizer_files(stage / "checkpoints" / "tokenizer", data.caption_words(),
+                                         MODEL_MAX_LENGTH)
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    text_encoder = build_text_encoder(tokenizer)
+    unet = build_unet()
+    stats["unet"] = train_unet(unet, text_encoder, tokenizer, pool, scaling, np.random.default_rng([args.seed, 3]),
+                               args.unet_steps, args.unet_minutes, args.unet_batch, log)
+    stats["total_minutes"] = (time.monotonic() - t_start) / 60
+    log.write(phase="done", **{k: v for k, v in stats.items() if k != "total_minutes"},
+              total_minutes=stats["total_minutes"])
+    log.close()
+
+    counts = {name: sum(p.numel() for p in m.parameters())
+              for name, m in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder))}
+    dtype = getattr(torch, args.dtype)
+    pipe = StableDiffusionPipeline(
+        vae=vae.to(dtype), text_encoder=text_encoder.to(dtype), tokenizer=tokenizer, unet=unet.to(dtype),
+        scheduler=make_scheduler(), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(stage, safe_serialization=True)
+    defaults = {**GENERATION_DEFAULTS, "vocabulary": sorted(data.caption_words())}
+    (stage / "t2vzero.json").write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
+    (stage / "README.md").write_text(model_card(args, stats, scaling, counts), encoding="utf-8")
+    shutil.rmtree(stage / "checkpoints")
+    late = _output_problem(out, args.overwrite)  # someone may have written there meanwhile
+    if late:
+        print(f"error: {late}; the trained model is in {stage}", file=sys.stderr)
+        return 2
+    _replace(stage, out)
     return 0
 
 

@@ -1,0 +1,61 @@
+"""Stopping cleanly on a signal: SIGTERM (a batch scheduler, a container stop, `timeout`, a Ray worker shutdown)
+and SIGHUP (a closed terminal) unwind the program like Ctrl-C does.
+
+The handler raises `Stopped` in the main thread; every temporary file and folder is removed by the `finally`
+blocks it passes through (`t2vzero.video.atomic_write` and the frame-folder writer), so nothing half-written
+is left behind, and the command exits with the conventional code 128 + the signal's number.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+CAUGHT = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+class Stopped(BaseException):
+    """Raised by a caught signal. A BaseException like KeyboardInterrupt, so that `except Exception` handlers
+    on the way up (loaders turning library errors into one-line messages) do not swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextmanager
+def stop_on_signals(signals: tuple[int, ...] = CAUGHT) -> Iterator[None]:
+    """Within the block, `signals` raise `Stopped` in the main thread; the previous handlers come back after.
+
+    Only the first signal raises: later ones are ignored, so that the cleanup the first one started (removing
+    temporary files) is not itself cut short. Outside the main thread (where Python cannot handle signals)
+    this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in signals}
+
+    def handler(signum: int, _frame: object) -> None:
+        for s in signals:
+            signal.signal(s, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    for s in signals:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
