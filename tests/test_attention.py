@@ -135,3 +135,49 @@ def test_batch_not_divisible_by_frames_is_reported(tiny):
     x, emb = inputs(5)
     with cross_frame_attention(unet), pytest.raises(ValueError, match="5 for 2 frames"):
         unet_out(unet, x, emb, 2)
+
+
+def test_long_attention_runs_in_query_blocks_with_the_same_result(monkeypatch):
+    import torch.nn.functional as F
+
+    import t2vzero.attention as attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 50, 8, generator=g) for _ in range(3))
+    mask = torch.randn(2, 1, 1, 50, generator=g)
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention",
+                        lambda *a, **kw: calls.append(a[0].shape[2]) or real(*a, **kw))
+    whole = attention.blocked_attention(q, k, v, attn_mask=mask, scale=0.3)
+    assert calls == [50]
+    monkeypatch.setattr(attention, "MAX_SCORES", 2 * 4 * 50 * 7)  # 7 queries per call
+    calls.clear()
+    blocked = attention.blocked_attention(q, k, v, attn_mask=mask, scale=0.3)
+    assert calls == [7] * 7 + [1] and torch.allclose(blocked, whole, atol=1e-6)
+    full_mask = torch.randn(2, 1, 50, 50, generator=g)  # a mask per query is sliced with its block
+    assert torch.allclose(attention.blocked_attention(q, k, v, attn_mask=full_mask),
+                          real(q, k, v, attn_mask=full_mask), atol=1e-6)
+
+
+def test_unet_and_vae_attention_over_long_sequences_is_blocked_and_unchanged(tiny, monkeypatch):
+    import t2vzero.attention as attention
+    from t2vzero.generate import decode_latents
+
+    unet, vae = tiny["unet"], tiny["vae"]
+    x, emb = inputs(2 * 3)
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    with cross_frame_attention(unet):
+        cross, plain = unet_out(unet, x, emb, 3), unet_out(unet, x, emb)
+    images = decode_latents(vae, latents)
+    lengths = []
+    real = attention.blocked_attention
+    monkeypatch.setattr(attention, "blocked_attention", lambda q, *a, **kw: lengths.append(q.shape[2]) or
+                        real(q, *a, **kw))
+    monkeypatch.setattr(attention, "MAX_SCORES", 64)  # every self-attention layer is "too long" now
+    with cross_frame_attention(unet):
+        assert torch.allclose(unet_out(unet, x, emb, 3), cross, atol=1e-5)
+        assert lengths and torch.allclose(unet_out(unet, x, emb), plain, atol=1e-5)  # plain attention, blocked
+    lengths.clear()
+    assert abs(decode_latents(vae, latents) - images).max() <= 1e-5 and lengths  # the VAE's mid-block attention
+    assert all(type(p).__name__ == "AttnProcessor2_0" for p in vae.attn_processors.values())  # restored

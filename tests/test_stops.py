@@ -74,3 +74,32 @@ def test_stop_on_signals_raises_once_and_restores_the_handlers():
         time.sleep(1)
     assert stopped.value.exit_code == 143 and stopped.value.name == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_run_far_above_the_native_size_stops_within_seconds_of_ctrl_c(tmp_path):
+    """At 1536x1536 the built-in model (native 64x64) attends over 36,864 latent tokens: one attention call alone
+    would take most of a minute on this CPU. In query blocks, Ctrl-C is answered within a few seconds."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    args = [sys.executable, "-m", "t2vzero", "generate", "a red circle on a blue background", "--size", "1536x1536",
+            "--frames", "2", "-o", str(out_dir / "big.mp4")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_MININTERVAL": "0"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    err = bytearray()
+
+    def read() -> None:
+        for byte in iter(lambda: proc.stderr.read(1), b""):
+            err.extend(byte)
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + 240
+    while b"denoising" not in err and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(2.0)  # well inside the first UNet call
+    assert proc.poll() is None, bytes(err).decode()[-1500:]
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    waited = time.monotonic() - sent
+    assert proc.returncode == 130 and waited <= 5.0, (waited, bytes(err).decode()[-1500:])
+    assert leftovers(out_dir) == []

@@ -23,6 +23,11 @@ import torch.nn.functional as F
 from .patches import shared_patch
 
 KWARG = "frame_attention"
+# Attention scores one SDPA call may compute off CUDA. Longer attention (large frames: 4096² has 262,144 latent
+# tokens) runs in query blocks: the same result in bounded memory, and Ctrl-C or SIGTERM is handled between
+# blocks instead of after one call that can run for many minutes. (CUDA kernels are asynchronous and its fused
+# kernels keep memory linear, so there one call is best.)
+MAX_SCORES = 2**27
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,17 @@ class CrossFrameAttnProcessor:
         call = frame_attention
         if call is None or encoder_hidden_states is not None or (call.frames <= 1 and call.has_anchor
                                                                  and call.cache is None and not call.merge_ratio):
+            if encoder_hidden_states is None and attention_mask is None and _too_long(attn, hidden_states):
+                # Plain self-attention is cross-frame attention with one frame per block: run it in query blocks.
+                return _cross_frame(attn, hidden_states, None, temb, FrameCall(1))
             return _plain(self.original, attn, hidden_states, encoder_hidden_states, attention_mask, temb, kwargs)
         return _cross_frame(attn, hidden_states, attention_mask, temb, call)
+
+
+def _too_long(attn: Any, hidden_states: torch.Tensor) -> bool:
+    """Whether plain self-attention over `hidden_states` would compute more than MAX_SCORES scores in one call."""
+    seq = hidden_states.shape[-2] * hidden_states.shape[-1] if hidden_states.ndim == 4 else hidden_states.shape[1]
+    return not hidden_states.is_cuda and hidden_states.shape[0] * attn.heads * seq * seq > MAX_SCORES
 
 
 class _Filter:
@@ -134,8 +148,7 @@ def _cross_frame(attn: Any, hidden_states: torch.Tensor, attention_mask: torch.T
     if attn.norm_k is not None:
         key = attn.norm_k(key)
     # A merged token stands for `size` tokens: log(size) added to its logits weighs it as that many.
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=log_sizes, dropout_p=0.0, is_causal=False,
-                                         scale=attn.scale)
+    out = blocked_attention(query, key, value, attn_mask=log_sizes, scale=attn.scale)
     out = out.transpose(1, 2).reshape(batch, seq, attn.heads * head_dim).to(query.dtype)
     out = attn.to_out[1](attn.to_out[0](out))
     if input_ndim == 4:
@@ -143,6 +156,25 @@ def _cross_frame(attn: Any, hidden_states: torch.Tensor, attention_mask: torch.T
     if attn.residual_connection:
         out = out + residual
     return out / attn.rescale_output_factor
+
+
+def blocked_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      attn_mask: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
+    """`scaled_dot_product_attention` of (B, heads, Nq, d) queries, in query blocks of at most MAX_SCORES scores.
+
+    Each query's output depends only on its own row of scores, so blocks give the same result; a mask whose
+    query dimension is 1 (ToMe's log sizes) applies to every block.
+    """
+    batch, heads, length, _ = query.shape
+    block = max(1, MAX_SCORES // max(1, batch * heads * key.shape[-2]))
+    if length <= block or query.is_cuda:
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, scale=scale)
+    out = query.new_empty(*query.shape[:-1], value.shape[-1])
+    for start in range(0, length, block):
+        rows = slice(start, start + block)
+        mask = attn_mask if attn_mask is None or attn_mask.shape[-2] == 1 else attn_mask[..., rows, :]
+        out[:, :, rows] = F.scaled_dot_product_attention(query[:, :, rows], key, value, attn_mask=mask, scale=scale)
+    return out
 
 
 def merge_tokens(x: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,9 +224,17 @@ def cross_frame_attention(*models: Any) -> Iterator[None]:
         yield
 
 
-def _install(model: Any) -> Callable[[], None]:
+@contextmanager
+def long_attention_in_blocks(model: Any) -> Iterator[None]:
+    """Within the block every attention layer of `model` (a VAE: all of its attention is self-attention over the
+    latent pixels) runs sequences too long for one call in query blocks; shorter ones run as before."""
+    with shared_patch(model, "blocked attention", lambda: _install(model, lambda _name: True)):
+        yield
+
+
+def _install(model: Any, is_self_attention: Callable[[str], bool] = _is_self_attention) -> Callable[[], None]:
     original = model.attn_processors
-    model.set_attn_processor({n: CrossFrameAttnProcessor(p) if _is_self_attention(n) else _Filter(p)
+    model.set_attn_processor({n: CrossFrameAttnProcessor(p) if is_self_attention(n) else _Filter(p)
                               for n, p in original.items()})
     return lambda: model.set_attn_processor(original)
 

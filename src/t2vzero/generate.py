@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import deepcache
-from .attention import frame_kwargs
+from .attention import frame_kwargs, long_attention_in_blocks
 from .errors import UserError
 
 # hook(model_input, t, unet_kwargs, frame_ids) -> (model_input, extra unet kwargs); see Guidance.
@@ -230,6 +230,8 @@ def denoise(chunks: list[Chunk], timesteps: torch.Tensor, predict: Guidance, *,
         raise ValueError("the first chunk must hold frame 1 (id 0), whose keys/values the others attend to")
     interval = predict.cache_interval
     slots = [deepcache.FeatureSlot() for _ in chunks]  # each chunk keeps its own deep features
+    if progress is not None and len(timesteps):
+        progress.update(0)  # the bar shows as the first step starts: a slow step is not a silent one
     with deepcache.deep_blocks_skippable(predict.unet) if interval > 1 else contextlib.nullcontext():
         for i, t in enumerate(timesteps):
             cache: dict | None = {} if shared else None
@@ -296,9 +298,12 @@ def decode_latents(vae: Any, latents: torch.Tensor, batch_size: int = 8, force_u
     decoder = _float32_copy(vae) if force_upcast and low else vae
     for start in range(0, latents.shape[0], batch_size):
         chunk = latents[start : start + batch_size] / vae.config.scaling_factor
-        image = decoder.decode(chunk.to(decoder.dtype), return_dict=False)[0]
+        with long_attention_in_blocks(decoder):
+            image = decoder.decode(chunk.to(decoder.dtype), return_dict=False)[0]
         if decoder.dtype in (torch.float16, torch.bfloat16) and not torch.isfinite(image).all():
-            image = _float32_copy(vae).decode(chunk.float(), return_dict=False)[0]
+            fallback = _float32_copy(vae)
+            with long_attention_in_blocks(fallback):
+                image = fallback.decode(chunk.float(), return_dict=False)[0]
         images.append((image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(images)
 
