@@ -215,3 +215,52 @@ def test_a_controlnets_weights_and_residuals_add_to_the_estimate(tiny_model_dir,
     net_params = sum(p.numel() for p in load_file(str(next(controlnet_dir.glob("*.safetensors")))).values())
     assert with_net.weights - alone.weights == 4 * net_params
     assert with_net.unet_activations > alone.unet_activations
+
+
+@pytest.mark.parametrize("kind", ["clip.mp4", "clip.gif", "frames/"])
+def test_streamed_clip_selection_equals_slicing_the_whole_video(tmp_path, kind):
+    """The streamed reader keeps exactly the frames that slicing the decoded whole video would keep."""
+    path = write_video(square_video(frames=10), tmp_path / kind, fps=10)  # all distinct (GIF merges repeats)
+    whole, fps = read_video(path)
+    assert len(whole) == 10
+    rate = fps or 10.0
+    for start, end, every, most in ((None, None, 1, None), (0.3, 0.8, 3, None), (None, None, 4, 2),
+                                    (0.5, None, 2, 3), (None, 0.6, 1, 100)):
+        frames, out_fps = load_clip(path, start=start, end=end, every=every, max_frames=most, fps=10.0)
+        lo = round((start or 0) * rate)
+        hi = len(whole) if end is None else round(end * rate)
+        expected = whole[lo:hi][::every][:most]
+        assert np.array_equal(frames, expected), (kind, start, end, every, most)
+        assert out_fps == pytest.approx(rate / every)
+
+
+def test_a_long_clip_is_never_held_whole(tmp_path):
+    """Peak memory of reading the first frames does not grow with the clip's length, and a clip over a time
+    limit is refused from its metadata before any frame is decoded."""
+    import tracemalloc
+
+    import t2vzero.video as video
+
+    frame = np.zeros((180, 320, 3), np.uint8)
+    short = write_video(np.repeat(frame[None], 20, axis=0), tmp_path / "short.mp4", fps=25)
+    long = write_video(np.repeat(frame[None], 600, axis=0), tmp_path / "long.mp4", fps=25)
+
+    def peak(path):
+        tracemalloc.start()
+        frames, _ = load_clip(path, max_frames=2)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert len(frames) == 2
+        return top
+
+    assert peak(long) <= 1.2 * peak(short) + 2**20  # reading 2 of 600 frames costs what 2 of 20 does
+    decoded = []
+    real = video._ffmpeg_frames
+    try:
+        video._ffmpeg_frames = lambda *a: (decoded.append(1), (yield from real(*a)))[1]
+        with pytest.raises(UserError, match="longer than the limit of 10 s"):
+            load_clip(long, max_seconds=10.0)  # 24 s
+    finally:
+        video._ffmpeg_frames = real
+    assert not decoded
+    assert len(load_clip(long, max_seconds=10.0, max_frames=200)[0]) == 200  # 8 s of it is within the limit

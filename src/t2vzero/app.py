@@ -78,8 +78,8 @@ class Runner:
         if os.path.getsize(upload) > self.config.max_upload_mb * 2**20:
             raise UserError(f"the upload is larger than this server's limit of {self.config.max_upload_mb} MB")
         frames, src_fps = load_clip(upload, every=int(every), max_frames=int(max_frames) if max_frames else None,
-                                    start=start, end=end)
-        if src_fps and len(frames) / src_fps > self.config.max_seconds + 1e-6:
+                                    start=start, end=end, max_seconds=self.config.max_seconds)
+        if src_fps and len(frames) / src_fps > self.config.max_seconds + 1e-6:  # the container's count was short
             raise UserError(f"the clip is longer than this server's limit of {self.config.max_seconds:g} s; "
                             "lower 'max frames' or raise --max-seconds")
         return fit_resolution(frames, int(resolution)), fps or src_fps or 8.0

@@ -8,40 +8,65 @@ import numpy as np
 
 from .checks import MAX_SIDE, check_finite
 from .errors import UserError
-from .video import read_video
+from .video import open_video
 
 ANNOTATORS = ("canny", "depth", "pose")
 
 
 def load_clip(path: str | Path, *, start: float | None = None, end: float | None = None, every: int = 1,
-              max_frames: int | None = None, fps: float | None = None) -> tuple[np.ndarray, float | None]:
+              max_frames: int | None = None, fps: float | None = None,
+              max_seconds: float | None = None) -> tuple[np.ndarray, float | None]:
     """Frames of `path` between `start` and `end` seconds, every `every`-th, at most `max_frames`.
 
     Returns the frames and the output rate (source fps / stride). A folder of frames has no rate of its
-    own; `fps` stands in for it.
+    own; `fps` stands in for it. The clip is decoded as a stream and only the frames kept are held, so
+    memory does not grow with the clip's length; `max_seconds` bounds the time the kept frames span and
+    is checked from the container's metadata before anything is decoded.
     """
     if every < 1:
         raise UserError(f"--every must be at least 1, got {every}")
     if max_frames is not None and max_frames < 1:
         raise UserError(f"--max-frames must be at least 1, got {max_frames}")
     check_finite({"--start": start, "--end": end, "--fps": fps})
-    frames, src_fps = read_video(path)
-    src_fps = src_fps or fps
-    if start is not None or end is not None:
-        if not src_fps:
-            raise UserError(f"{path} has no frame rate, so --start/--end need --fps")
-        duration = len(frames) / src_fps
-        lo, hi = start or 0.0, duration if end is None else end
-        if lo < 0 or lo >= duration or hi <= lo or hi > duration + 0.5 / src_fps:
-            raise UserError(f"time range {lo:g}s–{hi:g}s is outside {path}, which is {duration:.2f}s long")
-        first, last = round(lo * src_fps), min(len(frames), round(hi * src_fps))
-        frames = frames[first:last]
-        if len(frames) == 0:
-            raise UserError(f"no frame of {path} lies between {lo:g}s and {hi:g}s; widen --start/--end")
-    frames = frames[::every]
-    if max_frames is not None:
-        frames = frames[:max_frames]
-    return frames, (src_fps / every if src_fps else None)
+    source = open_video(path)
+    try:
+        src_fps = source.fps or fps
+        first, last = _frame_range(path, source.count, src_fps, start, end)
+        wanted = max_frames or source.count or None  # frames to keep, as far as known before decoding
+        if last is not None or source.count:
+            span = -(-((source.count if last is None else last) - first) // every)
+            wanted = span if max_frames is None else min(span, max_frames)
+        if max_seconds is not None and src_fps and wanted and wanted / src_fps > max_seconds + 1e-6:
+            raise UserError(f"the clip is longer than the limit of {max_seconds:g} s; lower the frame count "
+                            "(max frames) or the time range")
+        frames = []
+        for i, frame in enumerate(source.frames):
+            if (last is not None and i >= last) or (max_frames is not None and len(frames) >= max_frames):
+                break  # nothing further is decoded
+            if i >= first and (i - first) % every == 0:
+                frames.append(frame)
+    finally:
+        source.close()
+    if not frames:
+        if start is not None or end is not None:
+            raise UserError(f"no frame of {path} lies between {start or 0:g}s and {end:g}s; widen --start/--end"
+                            if end is not None else f"no frame of {path} lies after {start:g}s")
+        raise UserError(f"{path} holds no video frames")
+    return np.stack(frames), (src_fps / every if src_fps else None)
+
+
+def _frame_range(path: str | Path, count: int, fps: float | None, start: float | None,
+                 end: float | None) -> tuple[int, int | None]:
+    """The [first, last) frame indices of a time range (last None: to the end of the clip)."""
+    if start is None and end is None:
+        return 0, None
+    if not fps:
+        raise UserError(f"{path} has no frame rate, so --start/--end need --fps")
+    duration = count / fps
+    lo, hi = start or 0.0, duration if end is None else end
+    if lo < 0 or hi <= lo or (count and (lo >= duration or hi > duration + 0.5 / fps)):
+        raise UserError(f"time range {lo:g}s–{hi:g}s is outside {path}, which is {duration:.2f}s long")
+    return round(lo * fps), (round(hi * fps) if end is not None else None)
 
 
 def fit_resolution(frames: np.ndarray, resolution: int) -> np.ndarray:

@@ -10,7 +10,8 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -159,8 +160,25 @@ def _write_frame_dir(frames: np.ndarray, out: Path) -> Path:
     return out
 
 
-def read_video(path: str | Path) -> tuple[np.ndarray, float | None]:
-    """Read a video file or a folder of numbered frames → ((F, H, W, 3) uint8, fps or None)."""
+@dataclass
+class VideoSource:
+    """A video opened for reading, frames decoded one at a time as `frames` is iterated (close it to stop).
+
+    `fps` is the stored rate (None for a folder of frames); `count` the frame count, from the container's
+    duration for encoded videos (an estimate; exact for folders and GIFs)."""
+
+    frames: Iterator[np.ndarray]
+    fps: float | None
+    count: int
+
+    def close(self) -> None:
+        close = getattr(self.frames, "close", None)
+        if close is not None:
+            close()  # a generator's close ends its decoder (ffmpeg) too
+
+
+def open_video(path: str | Path) -> VideoSource:
+    """Open a video file or a folder of numbered frames for streamed reading; one-line errors for bad input."""
     src = Path(path)
     if not src.exists():
         raise UserError(f"input {src} does not exist")
@@ -168,42 +186,84 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float | None]:
         files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise UserError(f"folder {src} holds no image frames (.png/.jpg)")
-        from PIL import Image
-
-        try:
-            frames = [np.asarray(Image.open(f).convert("RGB")) for f in files]
-        except OSError as exc:  # PIL's UnidentifiedImageError included
-            raise UserError(f"a frame in {src} is not a readable image: {exc}") from None
-        if len({f.shape for f in frames}) != 1:
-            raise UserError(f"frames in {src} do not all have the same size")
-        return np.stack(frames), None
+        return VideoSource(_folder_frames(src, files), None, len(files))
     if src.suffix.lower() == ".gif":
-        return _read_gif(src)
+        return _open_gif(src)
     import imageio_ffmpeg
 
+    reader = imageio_ffmpeg.read_frames(str(src))
     try:
-        reader = imageio_ffmpeg.read_frames(str(src))
         meta = next(reader)
         w, h = meta["size"]
-        frames = [np.frombuffer(b, dtype=np.uint8).reshape(h, w, 3) for b in reader]
     except (RuntimeError, OSError, StopIteration, KeyError) as exc:
+        reader.close()
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no video stream"
         raise UserError(f"{src} is not a readable video ({reason})") from exc
-    if not frames:
-        raise UserError(f"{src} holds no video frames")
-    return np.stack(frames), meta.get("fps")
+    fps = meta.get("fps") or None
+    count = round(float(meta.get("duration") or 0) * fps) if fps else 0
+    return VideoSource(_ffmpeg_frames(src, reader, w, h), fps, count)
 
 
-def _read_gif(src: Path) -> tuple[np.ndarray, float | None]:
+def _ffmpeg_frames(src: Path, reader: Iterator[bytes], w: int, h: int) -> Iterator[np.ndarray]:
+    try:
+        for raw in reader:
+            yield np.frombuffer(raw, dtype=np.uint8).reshape(h, w, 3)
+    except (RuntimeError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "decoding failed"
+        raise UserError(f"{src} is not a readable video ({reason})") from exc
+    finally:
+        close = getattr(reader, "close", None)
+        if close is not None:
+            close()
+
+
+def _folder_frames(src: Path, files: list[Path]) -> Iterator[np.ndarray]:
+    from PIL import Image
+
+    shape = None
+    for f in files:
+        try:
+            frame = np.asarray(Image.open(f).convert("RGB"))
+        except OSError as exc:  # PIL's UnidentifiedImageError included
+            raise UserError(f"a frame in {src} is not a readable image: {exc}") from None
+        if shape is not None and frame.shape != shape:
+            raise UserError(f"frames in {src} do not all have the same size")
+        shape = frame.shape
+        yield frame
+
+
+def _open_gif(src: Path) -> VideoSource:
     from PIL import Image, ImageSequence
 
     try:
         image = Image.open(src)
-        frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(image)]
+        count = getattr(image, "n_frames", 1)
         duration = image.info.get("duration")
     except OSError as exc:
         raise UserError(f"{src} is not a readable GIF: {exc}") from exc
-    return np.stack(frames), (1000.0 / duration if duration else None)
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            for f in ImageSequence.Iterator(image):
+                yield np.asarray(f.convert("RGB"))
+        except OSError as exc:
+            raise UserError(f"{src} is not a readable GIF: {exc}") from exc
+        finally:
+            image.close()
+
+    return VideoSource(frames(), 1000.0 / duration if duration else None, count)
+
+
+def read_video(path: str | Path) -> tuple[np.ndarray, float | None]:
+    """Read a whole video file or folder of numbered frames → ((F, H, W, 3) uint8, fps or None)."""
+    source = open_video(path)
+    try:
+        frames = list(source.frames)
+    finally:
+        source.close()
+    if not frames:
+        raise UserError(f"{path} holds no video frames")
+    return np.stack(frames), source.fps
 
 
 def contact_sheet(rows: list[np.ndarray], path: str | Path, max_columns: int = 8) -> Path:
