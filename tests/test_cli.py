@@ -127,7 +127,6 @@ def test_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, monkeypatch, ar
 
 @pytest.mark.parametrize("args,match", [
     (["--t1", "1000"], "t0=881, t1=1000"),
-    (["--steps", "1"], "at least 2 denoising steps"),
 ])
 def test_schedule_errors_after_loading_the_model(capsys, tmp_path, tiny_model_dir, args, match):
     out = tmp_path / "v.mp4"
@@ -211,3 +210,93 @@ def test_a_prompt_longer_than_the_tokenizer_reads_is_warned_about(capsys, tmp_pa
     code, _, err = cli(capsys, "generate", "a red circle", "--model", str(tiny_model_dir), *FAST,
                        "-o", str(tmp_path / "w.mp4"))
     assert code == 0 and "longer" not in err
+
+
+def test_too_many_steps_are_refused_before_any_weights_load(capsys, tmp_path, tiny_model_dir, monkeypatch):
+    import t2vzero.models
+
+    monkeypatch.setattr(t2vzero.models, "load_components", lambda *a, **k: pytest.fail("weights were loaded"))
+    out = tmp_path / "v.mp4"
+    clip = tmp_path / "clip.gif"
+    from t2vzero.video import write_video
+
+    write_video(np.zeros((2, 64, 64, 3), np.uint8), clip, fps=4)
+    for command in (["generate", "x"], ["edit", str(clip), "x"], ["control", str(clip), "x", "--controlnet", "cn"]):
+        code, _, err = cli(capsys, *command, "--model", str(tiny_model_dir), "--steps", "100000", "-o", str(out))
+        assert code == 2 and "use --steps 1000 or fewer" in err and err.count("\n") == 1, (command, err)
+    assert not out.exists()
+
+
+def test_output_paths_through_symbolic_links(capsys, tmp_path, tiny_model_dir):
+    real_dir, real_file = tmp_path / "real", tmp_path / "target.gif"
+    real_dir.mkdir()
+    real_file.write_bytes(b"keep me")
+    (tmp_path / "to-dir").symlink_to(real_dir, target_is_directory=True)
+    (tmp_path / "dangling.gif").symlink_to(tmp_path / "missing.gif")
+    (tmp_path / "to-file.gif").symlink_to(real_file)
+    args = ["--model", str(tiny_model_dir), "--steps", "2", "--frames", "2"]
+    for name, match in (("to-dir", "symbolic link to a folder"), ("to-dir/", "symbolic link to a folder"),
+                        ("dangling.gif", "dangling link")):
+        code, _, err = cli(capsys, "generate", "x", *args, "-o", str(tmp_path / name))
+        assert code == 2 and match in err and err.count("\n") == 1, err
+    assert list(real_dir.iterdir()) == []
+    # A link to a file is replaced by the new video; the file it pointed to is never overwritten.
+    code, _, err = cli(capsys, "generate", "x", *args, "-o", str(tmp_path / "to-file.gif"))
+    assert code == 0, err
+    assert real_file.read_bytes() == b"keep me" and not (tmp_path / "to-file.gif").is_symlink()
+    assert (tmp_path / "to-file.gif").stat().st_size > 0
+
+
+def test_two_writers_of_one_frame_folder_in_one_process(tmp_path):
+    import threading
+
+    from t2vzero.video import write_video
+
+    out = tmp_path / "frames/"
+    results, barrier = [], threading.Barrier(2)
+
+    def writer(value):
+        frames = np.full((40, 32, 32, 3), value, np.uint8)
+        barrier.wait()
+        try:
+            write_video(frames, out)
+            results.append("ok")
+        except UserError as exc:
+            results.append(str(exc))
+
+    threads = [threading.Thread(target=writer, args=(v,)) for v in (10, 200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # One wins; the other is told in one line (found full before or after writing), never a raw OSError.
+    assert results.count("ok") == 1, results
+    loser = next(r for r in results if r != "ok")
+    assert "another writer" in loser or "not empty" in loser, loser
+    assert len(list(out.iterdir())) == 40 and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_lora_for_another_unet_names_the_first_mismatching_layer(tmp_path, tiny_model_dir):
+    from diffusers import StableDiffusionPipeline
+
+    from loras import random_lora
+    from t2vzero.models import load_components
+    from t2vzero.tiny import make_tiny_components
+
+    other = make_tiny_components(seed=1, block_out_channels=(32, 32))  # same text width, other channels
+    lora = random_lora(other["unet"], tmp_path / "lora", StableDiffusionPipeline)
+    with pytest.raises(UserError) as error:
+        load_components(str(tiny_model_dir), lora=[str(lora)])
+    message = str(error.value)
+    assert "\n" not in message and "has shape [" in message and "but this model's has [" in message, message
+    assert "layer(s) differ" in message and "made for this one" in message
+
+
+@pytest.mark.parametrize("prompt,unknown", [("🐱🚀", "🐱, 🚀"), ("a red circle 🙂", "🙂"), ("a zebra", "zebra")])
+def test_words_and_symbols_the_built_in_model_never_saw_are_named(capsys, prompt, unknown):
+    from t2vzero.cli import _warn_unknown_words
+
+    _warn_unknown_words(prompt, ["a", "red", "circle"])
+    assert f"it never saw: {unknown}" in capsys.readouterr().err
+    _warn_unknown_words("A red circle.", ["a", "red", "circle"])
+    assert capsys.readouterr().err == ""

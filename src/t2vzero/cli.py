@@ -158,7 +158,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     """Generate a video from PROMPT (an empty prompt is unconditional)."""
     from .checks import check_video_args
     from .models import check_dtype_name, parse_lora
-    from .schedulers import check_scheduler_args
+    from .schedulers import check_scheduler_args, check_steps_before_loading
     from .video import check_file_path, check_fps, check_output_path, sheet_path
 
     check_prompt_text(prompt)
@@ -177,6 +177,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
                      num_videos_per_prompt=1, compat=compat)
     if t0 is not None and t1 is not None and t0 >= t1:
         raise UserError(f"t0={t0} must be smaller than t1={t1} (diffusion timesteps, 0 <= t0 < t1 < 1000)")
+    check_steps_before_loading(model, model_config, steps)
     check_output_path(output)
     if sheet:
         check_file_path(sheet_path(output), "contact sheet")
@@ -248,13 +249,15 @@ def _video_input_options(fn: Any) -> Any:
     return _speed_options(_sampler_options(fn))
 
 
-def _load_clip(input_video: str, o: dict[str, Any]) -> tuple[Any, float]:
+def _load_clip(input_video: str, o: dict[str, Any], steps: int | None = None) -> tuple[Any, float]:
+    """Every check a video-to-video command makes before any weights load, then the input clip."""
     from .inputs import fit_resolution, load_clip
     from .models import check_dtype_name, parse_lora
-    from .schedulers import check_scheduler_args
+    from .schedulers import check_scheduler_args, check_steps_before_loading
     from .video import check_file_path, check_fps, check_output_path, sheet_path
 
     check_scheduler_args(o["scheduler"], o["timestep_spacing"])
+    check_steps_before_loading(o["model"], None, steps)
     _check_speed(o, o["device"])
     if o["chunk_size"] is not None and o["chunk_size"] < 2:
         raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {o['chunk_size']}")
@@ -329,7 +332,7 @@ def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditi
     kinds += ["canny"] * (len(controlnets) - len(kinds))
     if len(kinds) != len(controlnets):
         raise UserError(f"{len(kinds)} conditions for {len(controlnets)} ControlNets; give one per --controlnet")
-    frames, fps = _load_clip(input_video, o)
+    frames, fps = _load_clip(input_video, o, steps)
     if o["dry_run"]:
         _print_plan("control", frames, steps, guidance, o, controlnets=[parse_lora(spec)[0] for spec in controlnets])
         return
@@ -377,7 +380,7 @@ def edit(input_video: str, instruction: str, steps: int, guidance: float, image_
     if steps < 1:
         raise UserError(f"steps must be at least 1 (got {steps}); e.g. --steps 50")
     check_finite({"--guidance": guidance, "--image-guidance": image_guidance})
-    frames, fps = _load_clip(input_video, o)
+    frames, fps = _load_clip(input_video, o, steps)
     if o["dry_run"]:
         _print_plan("edit", frames, steps, guidance, o, image_guidance=image_guidance)
         return
@@ -509,7 +512,8 @@ def _warn_unknown_words(prompt: str, vocabulary: list[str] | None) -> None:
     if not vocabulary:
         return
     known = {w.lower() for w in vocabulary}
-    words = re.findall(r"[^\W_]+(?:'[^\W_]+)?", prompt.lower())  # words without punctuation
+    # Words without punctuation, and any other symbol (an emoji) on its own: the model saw none of them.
+    words = re.findall(r"[^\W_]+(?:'[^\W_]+)?|[^\w\s.,;:!?'\"()\[\]{}<>/\\-]", prompt.lower())
     unknown = [w for w in dict.fromkeys(words) if w not in known]
     if unknown:
         click.echo(f"warning: this model only knows captions like 'a red circle on a blue background'; "

@@ -246,11 +246,29 @@ def _apply_loras(pipe: Any, lora: Any, allow_pickle: bool) -> None:
         try:
             pipe.load_lora_weights(path, adapter_name=f"lora{i}")
         except Exception as exc:
-            raise UserError(f"could not load LoRA {path}: {str(exc).strip().splitlines()[0]}") from exc
+            raise UserError(f"could not load LoRA {path}: {_load_error_reason(exc)}") from exc
         names.append(f"lora{i}")
         scales.append(scale)
     if names:
         pipe.set_adapters(names, adapter_weights=scales)
+
+
+_SIZE_MISMATCH = re.compile(r"size mismatch for ([\w.]+): copying a param with shape (?:torch\.Size\()?"
+                            r"\[([\d, ]*)\]\)? from checkpoint, the shape in current model is "
+                            r"(?:torch\.Size\()?\[([\d, ]*)\]")
+
+
+def _load_error_reason(exc: BaseException) -> str:
+    """One line from a loading error: a shape mismatch names its first layer and both shapes (torch lists them
+    all after a bare "Error(s) in loading state_dict" line)."""
+    text = str(exc).strip()
+    found = _SIZE_MISMATCH.search(text)
+    if found:
+        layer, theirs, ours = found.groups()
+        count = len(_SIZE_MISMATCH.findall(text))
+        return (f"its layer {layer} has shape [{theirs}] but this model's has [{ours}] ({count} layer(s) differ): "
+                "it was made for another base model; give a LoRA made for this one")
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def vae_scale(vae_config: Any) -> int:

@@ -79,12 +79,33 @@ def default_steps(name: str | None) -> int | None:
     return SCHEDULERS[name].steps if name in SCHEDULERS else None
 
 
-def set_timesteps(scheduler: Any, steps: int, device: Any) -> None:
-    """`scheduler.set_timesteps`, with the limits it enforces as one-line errors."""
-    train = int(scheduler.config.num_train_timesteps)
+def check_steps_before_loading(model: str | None, config: str | None, steps: int | None) -> None:
+    """Refuse more steps than the model's noise schedule has, read from its scheduler config before any weights
+    load (a hub id or a single file without --config is checked once loaded)."""
+    import json
+    from pathlib import Path
+
+    from .models import DEFAULT_MODEL_DIR
+
+    if steps is None:
+        return
+    folder = Path(config or model or DEFAULT_MODEL_DIR).expanduser()
+    try:
+        train = int(json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["num_train_timesteps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    _check_train_steps(steps, train)
+
+
+def _check_train_steps(steps: int, train: int) -> None:
     if steps > train:
         raise UserError(f"{steps} steps is more than this scheduler's {train} training timesteps; use --steps {train} "
                         "or fewer")
+
+
+def set_timesteps(scheduler: Any, steps: int, device: Any) -> None:
+    """`scheduler.set_timesteps`, with the limits it enforces as one-line errors."""
+    _check_train_steps(steps, int(scheduler.config.num_train_timesteps))
     try:
         scheduler.set_timesteps(steps, device=device)
     except ValueError as exc:

@@ -6,6 +6,7 @@ interrupted run never leaves a half-written file.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import shutil
@@ -66,6 +67,9 @@ def check_output_path(path: str | Path) -> Path:
     out = Path(path)
     if not is_frame_dir(path) and out.suffix.lower() not in VIDEO_SUFFIXES:
         raise UserError(f"unknown output format {out.suffix!r}; use .mp4, .webm, .gif or a folder like frames/")
+    if out.is_symlink() and (out.is_dir() or not out.exists()):
+        what = "a folder" if out.is_dir() else "nothing (a dangling link)"
+        raise UserError(f"output {out} is a symbolic link to {what}; give a real path or choose another --output")
     if out.exists() and not out.is_dir() and not out.is_file():
         raise UserError(f"output {out} is not a regular file (a device?); choose another --output")
     _check_writable_parent(out)
@@ -151,10 +155,14 @@ def _write_frame_dir(frames: np.ndarray, out: Path) -> Path:
         digits = max(4, len(str(len(frames))))
         for i, frame in enumerate(frames):
             Image.fromarray(frame).save(tmp / f"{i:0{digits}d}.png")
-        if out.is_dir():
-            out.rmdir()  # check_output_path made sure it is empty
         os.chmod(tmp, _umask_mode(directory=True))
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)  # replaces an empty folder (check_output_path saw it empty), never a full one
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+            raise UserError(f"output folder {out} was filled by another writer while these frames were written; "
+                            "choose another --output") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
