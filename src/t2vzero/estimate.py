@@ -25,26 +25,39 @@ VAE_TENSORS = 6
 VAE_BATCH = 8  # `generate.decode_latents`' batch
 
 
+# Floating-point operations per second one CPU thread sustains in a UNet (float32), from the mid-size model
+# (`benchmarks/chunks.py`: 4.2 TFLOP by `unet_flops` in 87 s on 2 threads); for a rough time only.
+CPU_FLOPS_PER_THREAD = 2.4e10
+
+
 @dataclass(frozen=True)
 class Estimate:
-    """Bytes of weights and of peak activations, and the UNet rows (frames x groups) of the largest call."""
+    """Bytes of weights, of peak activations and of what the run holds for all frames (latents, the decoded
+    frames), the UNet rows (frames x groups) of the largest call, and the UNet work."""
 
     weights: int
     unet_activations: int
     vae_activations: int
     unet_rows: int
     unet_passes: int
+    held: int = 0
+    flops: float = 0.0
 
     @property
     def peak(self) -> int:
-        return self.weights + max(self.unet_activations, self.vae_activations)
+        return self.weights + max(self.unet_activations, self.vae_activations) + self.held
+
+    def cpu_seconds(self, threads: int) -> float:
+        """A rough time for the UNet work on `threads` CPU threads."""
+        return self.flops / (CPU_FLOPS_PER_THREAD * max(1, threads))
 
     def describe(self) -> str:
         gib = 2**30
         return (f"estimated peak memory {self.peak / gib:.2f} GiB: weights {self.weights / gib:.2f} GiB + "
                 f"activations {max(self.unet_activations, self.vae_activations) / gib:.2f} GiB (UNet calls of "
                 f"{self.unet_rows} rows: {self.unet_activations / gib:.2f} GiB; decoding "
-                f"{self.vae_activations / gib:.2f} GiB); at most {self.unet_passes} UNet frame passes")
+                f"{self.vae_activations / gib:.2f} GiB) + frames held {self.held / gib:.2f} GiB; "
+                f"at most {self.unet_passes} UNet frame passes")
 
 
 def safetensors_elements(path: Path) -> int:
@@ -104,6 +117,28 @@ def _down_path(config: Any, latent_hw: tuple[int, int]) -> tuple[int, int]:
     return skips, working
 
 
+def unet_flops(config: Any, latent_hw: tuple[int, int]) -> float:
+    """Floating-point operations of one UNet row (one frame of one guidance group) at latent size (h, w).
+
+    Per level of c channels and a tokens: a ResNet block's two 3x3 convolutions (36·c²·a), a transformer
+    block's projections and GEGLU feed-forward (40·c²·a) and its self-attention, whose keys are one frame's
+    tokens also under cross-frame attention (4·a²·c); the down path has `layers_per_block` blocks a level,
+    the up path one more, the middle two ResNets and one transformer.
+    """
+    channels = list(config["block_out_channels"])
+    layers = config["layers_per_block"]
+    layers = int(layers) if isinstance(layers, int) else max(layers)
+    attention = ["CrossAttn" in t for t in config["down_block_types"]]
+    h, w = latent_hw
+    total = 0.0
+    for i, c in enumerate(channels):
+        area = (h >> i) * (w >> i)
+        block = 36.0 * c * c * area + ((40.0 * c * c * area + 4.0 * area * area * c) if attention[i] else 0.0)
+        total += (2 * layers + 1) * block
+    c, area = channels[-1], (h >> (len(channels) - 1)) * (w >> (len(channels) - 1))
+    return total + 2 * 36.0 * c * c * area + 40.0 * c * c * area + 4.0 * area * area * c
+
+
 def vae_activation_bytes(config: Any, frames: int, size_hw: tuple[int, int], dtype_bytes: int) -> int:
     """Peak activations of decoding min(frames, VAE batch) frames of (H, W) pixels."""
     channels = list(config["block_out_channels"])
@@ -130,8 +165,13 @@ def estimate_run(unet_config: Any, vae_config: Any, elements: int | None, *, hei
     rows = groups * videos * per_call
     latent_hw = (height // factor, width // factor)
     residuals = sum(controlnet_residual_bytes(config, rows, latent_hw, dtype_bytes) for config, _ in controlnets)
+    latent_elements = int(unet_config.get("in_channels", 4)) * latent_hw[0] * latent_hw[1]
+    # Every frame's latents (start, forward noise, result) and the decoded frames, float32 and uint8.
+    held = videos * frames * (3 * latent_elements * 4 + height * width * 3 * (4 + 1))
+    flops = groups * videos * frames * steps * unet_flops(unet_config, latent_hw) * (1 + len(controlnets) / 2)
     return Estimate(
         weights=((elements or 0) + sum(n or 0 for _, n in controlnets)) * dtype_bytes,
+        held=held, flops=flops,
         unet_activations=unet_activation_bytes(unet_config, rows, latent_hw, dtype_bytes) + residuals,
         vae_activations=vae_activation_bytes(vae_config, videos * frames, (height, width), dtype_bytes),
         unet_rows=rows, unet_passes=groups * videos * frames * steps,

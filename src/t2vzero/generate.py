@@ -38,8 +38,13 @@ class VideoOutput:
     frames: np.ndarray
 
     def uint8(self) -> np.ndarray:
-        """The frames as uint8 (rounded), ready for a video writer."""
-        return (self.frames * 255.0).round().clip(0, 255).astype(np.uint8)
+        """The frames as uint8 (rounded), ready for a video writer; converted a frame at a time, so a long
+        video needs no float32 temporaries of its own size."""
+        out = np.empty(self.frames.shape, np.uint8)
+        flat_in, flat_out = self.frames.reshape(-1, *self.frames.shape[-3:]), out.reshape(-1, *out.shape[-3:])
+        for i in range(len(flat_in)):
+            flat_out[i] = (flat_in[i] * 255.0).round().clip(0, 255)
+        return out
 
 
 @dataclass
@@ -293,7 +298,7 @@ def decode_latents(vae: Any, latents: torch.Tensor, batch_size: int = 8, force_u
     failure) is redone for that batch by a float32 copy of the decoder, made once per VAE;
     `force_upcast` (SDXL's VAE config asks for it) decodes in float32 from the start.
     """
-    images = []
+    images: np.ndarray | None = None  # filled batch by batch: no second copy of all frames at the end
     low = vae.dtype in (torch.float16, torch.bfloat16)
     decoder = _float32_copy(vae) if force_upcast and low else vae
     for start in range(0, latents.shape[0], batch_size):
@@ -304,8 +309,12 @@ def decode_latents(vae: Any, latents: torch.Tensor, batch_size: int = 8, force_u
             fallback = _float32_copy(vae)
             with long_attention_in_blocks(fallback):
                 image = fallback.decode(chunk.float(), return_dict=False)[0]
-        images.append((image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
-    return np.concatenate(images)
+        batch = (image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+        if images is None:
+            images = np.empty((latents.shape[0], *batch.shape[1:]), np.float32)
+        images[start : start + len(batch)] = batch
+    assert images is not None, "no latents to decode"
+    return images
 
 
 _FLOAT32_VAES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
