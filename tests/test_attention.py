@@ -6,7 +6,7 @@ from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_vid
     CrossFrameAttnProcessor2_0 as ReferenceProcessor,
 )
 
-from t2vzero.attention import CrossFrameAttnProcessor, cross_frame_attention, frame_kwargs
+from t2vzero.attention import CrossFrameAttnProcessor, cross_frame_attention, first_frames, frame_kwargs
 
 
 def unet_out(unet, x, emb, frames=None, has_anchor=True, cache=None):
@@ -135,3 +135,11 @@ def test_batch_not_divisible_by_frames_is_reported(tiny):
     x, emb = inputs(5)
     with cross_frame_attention(unet), pytest.raises(ValueError, match="5 for 2 frames"):
         unet_out(unet, x, emb, 2)
+
+
+def test_first_frames_picks_frame_one_of_each_block():
+    x = torch.arange(2 * 3 * 2, dtype=torch.float32).view(6, 2)  # 2 blocks of 3 frames
+    assert first_frames(x, 3).tolist() == [[0.0, 1.0], [6.0, 7.0]]
+    assert torch.equal(first_frames(x, 1), x)
+    with pytest.raises(ValueError, match="6 for 4 frames"):
+        first_frames(x, 4)
