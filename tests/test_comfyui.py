@@ -103,7 +103,9 @@ def sigmas(model, steps=8, scheduler="normal"):
 
 
 def changed_frames(a, b, tol=1e-6):
-    return [i for i, d in enumerate((a - b).flatten(1).abs().amax(1).tolist()) if d > tol]
+    """Frames of b that differ from a by more than `tol` of a's largest value (float noise stays below)."""
+    limit = tol * float(a.abs().max())
+    return [i for i, d in enumerate((a - b).flatten(1).abs().amax(1).tolist()) if d > limit]
 
 
 # ---------------------------------------------------------------- loading
@@ -334,6 +336,43 @@ def test_a_controlnet_image_per_frame_steers_its_own_frame_through_the_sampler(p
         return ksampler(pack, sd15[1], torch.zeros(1, 4, 8, 8), positive=positive, negative=negative)
 
     assert changed_frames(video(images), video(other), tol=1e-5) == [2]
+
+
+def test_controlnet_video_the_papers_way_shared_noise_and_cross_frame_attention(pack, sd15, comfyui):
+    # ComfyUI's own SamplerCustomAdvanced path of the ControlNet example workflow: every frame starts from one
+    # noise; one control image for all frames gives one image, another image for frame 3 changes frame 3 only.
+    import comfy.samplers
+
+    model = pack["T2VZeroCrossFrameAttention"].execute(sd15[1]).result[0]
+    control = comfyui_env.tiny_controlnet(seed=1)
+    same = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(14)).expand(FRAMES, -1, -1, -1)
+    other = same.clone()
+    other[2] = torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(15))
+    noise = shared_noise(pack, seed=16)
+
+    def video(control_images):
+        positive, negative = comfyui.ControlNetApplyAdvanced().apply_controlnet(*conds(), control, control_images, 1.0,
+                                                                                0.0, 1.0)
+        return custom_sample(model, noise, comfy.samplers.sampler_object("ddim"), sigmas(model, 8, "ddim_uniform"),
+                             positive=positive, negative=negative)
+
+    still, changed = video(same), video(other)
+    scale = still.abs().max()
+    assert all((still[k] - still[0]).abs().max() < 1e-5 * scale for k in range(1, FRAMES))
+    assert changed_frames(still, changed, tol=1e-5) == [2]
+
+
+def test_image_to_video_starts_frame_one_from_the_image(pack, sd15, comfyui):
+    # An encoded image (one latent) with denoise < 1: frame 1 is ComfyUI's own img2img of it for the seed.
+    positive, negative = conds()
+    image = {"samples": randn(1, 4, 8, 8, seed=17) * 5}
+    still = comfyui.common_ksampler(sd15[1], 7, 8, 7.0, "euler", "normal", positive, negative, image,
+                                    denoise=0.75)[0]["samples"]
+    out = pack["T2VZeroKSampler"].execute(sd15[1], 7, 8, 7.0, "euler", "normal", positive, negative, image, FRAMES,
+                                          500, 600, 0.75, (64.0, 0.0)).result[0]["samples"]
+    scale = still.abs().max()
+    assert out.shape == (FRAMES, 4, 8, 8) and (out[0] - still[0]).abs().max() < 1e-5 * scale
+    assert (out[1] - still[0]).abs().max() > 1e-3 * scale  # the other frames moved
 
 
 # ---------------------------------------------------------------- bad input
