@@ -96,6 +96,17 @@ def custom_sample(model, noise, sampler, sigmas, sdxl=False, cfg=7.0, positive=N
                                       disable_pbar=True, seed=0)
 
 
+def advanced_sample(comfyui, model, noise_source, sampler, steps=8, scheduler="normal", positive=None, negative=None):
+    """ComfyUI's own nodes, as the example workflows wire them: CFGGuider, BasicScheduler, SamplerCustomAdvanced."""
+    nodes = comfyui.NODE_CLASS_MAPPINGS
+    if positive is None:
+        positive, negative = conds()
+    guider = nodes["CFGGuider"]().get_guider(model, positive, negative, 7.0)[0]
+    schedule = nodes["BasicScheduler"]().get_sigmas(model, scheduler, steps, 1.0)[0]
+    latent = {"samples": torch.zeros(FRAMES, 4, 8, 8)}
+    return nodes["SamplerCustomAdvanced"]().sample(noise_source, guider, sampler, schedule, latent)[0]["samples"]
+
+
 def sigmas(model, steps=8, scheduler="normal"):
     import comfy.samplers
 
@@ -257,20 +268,26 @@ def shared_noise(pack, seed, frames=FRAMES):
     return source.generate_noise({"samples": torch.zeros(frames, 4, 8, 8)})
 
 
-def test_zero_motion_and_one_shared_noise_give_identical_frames(pack, sd15):
+def test_zero_motion_and_one_shared_noise_give_identical_frames(pack, sd15, comfyui, caplog):
+    # Through SamplerCustomAdvanced, as a workflow runs it: Shared Noise, the Text2Video-Zero Sampler.
     model = pack["T2VZeroCrossFrameAttention"].execute(sd15[1]).result[0]
     still = video_sampler(pack, motion=(0.0, 0.0))
-    noise = shared_noise(pack, seed=8)
-    assert torch.equal(noise[3], noise[0])
-    out = custom_sample(model, noise, still, sigmas(model))
+    assert torch.equal(shared_noise(pack, seed=8)[3], shared_noise(pack, seed=8)[0])
+    with caplog.at_level(logging.WARNING, logger="t2vzero.comfy.sampling"):
+        out = advanced_sample(comfyui, model, pack["T2VZeroSharedNoise"].execute(8).result[0], still)
+    assert "no cross-frame attention" not in caplog.text
     scale = out.abs().max()
     for k in (2, 3):
         assert (out[k] - out[1]).abs().max() < 1e-6 * scale
     # Frame 1 keeps its own trajectory from t1 (the paper's), the others start from its jumped copy.
     assert (out[0] - out[1]).abs().max() > 1e-3 * scale
     # Frames drawn with their own noise re-noise differently: the comparison above can fail.
-    apart = custom_sample(model, randn(FRAMES, 4, 8, 8, seed=8), still, sigmas(model))
+    apart = advanced_sample(comfyui, model, comfyui.NODE_CLASS_MAPPINGS["RandomNoise"]().get_noise(8)[0], still)
     assert (apart[2] - apart[1]).abs().max() > 1e-3 * scale
+    # Without the Cross-Frame Attention node the sampler runs (the paper's ablation) and says so.
+    with caplog.at_level(logging.WARNING, logger="t2vzero.comfy.sampling"):
+        advanced_sample(comfyui, sd15[1], pack["T2VZeroSharedNoise"].execute(8).result[0], still)
+    assert "the MODEL has no cross-frame attention" in caplog.text
 
 
 def test_a_pan_moves_frame_ones_latent_at_t0_by_whole_latent_pixels(pack, sd15):
@@ -341,20 +358,19 @@ def test_a_controlnet_image_per_frame_steers_its_own_frame_through_the_sampler(p
 def test_controlnet_video_the_papers_way_shared_noise_and_cross_frame_attention(pack, sd15, comfyui):
     # ComfyUI's own SamplerCustomAdvanced path of the ControlNet example workflow: every frame starts from one
     # noise; one control image for all frames gives one image, another image for frame 3 changes frame 3 only.
-    import comfy.samplers
-
     model = pack["T2VZeroCrossFrameAttention"].execute(sd15[1]).result[0]
     control = comfyui_env.tiny_controlnet(seed=1)
     same = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(14)).expand(FRAMES, -1, -1, -1)
     other = same.clone()
     other[2] = torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(15))
-    noise = shared_noise(pack, seed=16)
+    noise = pack["T2VZeroSharedNoise"].execute(16).result[0]
+    ddim = comfyui.NODE_CLASS_MAPPINGS["KSamplerSelect"]().get_sampler("ddim")[0]
 
     def video(control_images):
         positive, negative = comfyui.ControlNetApplyAdvanced().apply_controlnet(*conds(), control, control_images, 1.0,
                                                                                 0.0, 1.0)
-        return custom_sample(model, noise, comfy.samplers.sampler_object("ddim"), sigmas(model, 8, "ddim_uniform"),
-                             positive=positive, negative=negative)
+        return advanced_sample(comfyui, model, noise, ddim, scheduler="ddim_uniform", positive=positive,
+                               negative=negative)
 
     still, changed = video(same), video(other)
     scale = still.abs().max()
