@@ -140,6 +140,7 @@ def test_the_pack_loads_through_comfyuis_loader_and_every_schema_validates(comfy
     for node_id, cls in pack.items():
         schema = cls.GET_SCHEMA()  # ComfyUI's own check: finalises and validates the schema
         assert schema.node_id == node_id and schema.category == "Text2Video-Zero"
+        assert cls.RELATIVE_PYTHON_MODULE == f"custom_nodes.{PACK}"  # registered from the installed folder
         assert comfyui.NODE_DISPLAY_NAME_MAPPINGS[node_id].startswith("Text2Video-Zero")
         info = cls.GET_NODE_INFO_V1()  # what the server sends the frontend
         json.dumps(info)
@@ -183,15 +184,13 @@ def test_conditioning_groups_never_attend_to_each_other(pack, family):
     bumped = x.clone()
     bumped[FRAMES] += 1.0
     context = torch.cat([positive[0][0].expand(FRAMES, -1, -1), negative[0][0].expand(FRAMES, -1, -1)])
-    options = {"transformer_options": {**crossed.model_options["transformer_options"], "cond_or_uncond": [0, 1]}}
-    extra = {}
-    if sdxl:
-        extra["y"] = torch.randn(2 * FRAMES, comfyui_env.SDXL_UNET["adm_in_channels"])
+    options = {**crossed.model_options["transformer_options"], "cond_or_uncond": [0, 1]}
+    extra = {"y": randn(2 * FRAMES, comfyui_env.SDXL_UNET["adm_in_channels"])} if sdxl else {}
     unet = crossed.model.diffusion_model
     t = torch.full((2 * FRAMES,), 500.0)
     with torch.no_grad():
-        a = unet(x, t, context=context, transformer_options=options["transformer_options"], **extra)
-        b = unet(bumped, t, context=context, transformer_options=options["transformer_options"], **extra)
+        a = unet(x, t, context=context, transformer_options=options, **extra)
+        b = unet(bumped, t, context=context, transformer_options=options, **extra)
     assert changed_frames(a, b) == [4, 5, 6, 7]
 
 
