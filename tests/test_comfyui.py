@@ -289,6 +289,16 @@ def test_zero_motion_and_one_shared_noise_give_identical_frames(pack, sd15, comf
     assert "the MODEL has no cross-frame attention" in caplog.text
 
 
+def test_through_the_sampler_frame_one_reaches_every_frame_and_frame_three_only_itself(pack, sd15):
+    model = pack["T2VZeroCrossFrameAttention"].execute(sd15[1]).result[0]
+    noise = randn(FRAMES, 4, 8, 8, seed=18)
+    out = custom_sample(model, noise, video_sampler(pack), sigmas(model))
+    for frame, reached in ((0, [0, 1, 2, 3]), (2, [2])):
+        bumped = noise.clone()
+        bumped[frame] += randn(4, 8, 8, seed=19)
+        assert changed_frames(out, custom_sample(model, bumped, video_sampler(pack), sigmas(model))) == reached
+
+
 def test_a_pan_moves_frame_ones_latent_at_t0_by_whole_latent_pixels(pack, sd15):
     import comfy.samplers
 
