@@ -6,7 +6,7 @@ from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_vid
     CrossFrameAttnProcessor2_0 as ReferenceProcessor,
 )
 
-from t2vzero.attention import CrossFrameAttnProcessor, cross_frame_attention, frame_kwargs
+from t2vzero.attention import CrossFrameAttnProcessor, cross_frame_attention, first_frames, frame_kwargs
 
 
 def unet_out(unet, x, emb, frames=None, has_anchor=True, cache=None):
@@ -181,3 +181,11 @@ def test_unet_and_vae_attention_over_long_sequences_is_blocked_and_unchanged(tin
     lengths.clear()
     assert abs(decode_latents(vae, latents) - images).max() <= 1e-5 and lengths  # the VAE's mid-block attention
     assert all(type(p).__name__ == "AttnProcessor2_0" for p in vae.attn_processors.values())  # restored
+
+
+def test_first_frames_picks_frame_one_of_each_block():
+    x = torch.arange(2 * 3 * 2, dtype=torch.float32).view(6, 2)  # 2 blocks of 3 frames
+    assert first_frames(x, 3).tolist() == [[0.0, 1.0], [6.0, 7.0]]
+    assert torch.equal(first_frames(x, 1), x)
+    with pytest.raises(ValueError, match="6 for 4 frames"):
+        first_frames(x, 4)

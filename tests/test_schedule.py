@@ -5,7 +5,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from t2vzero.errors import UserError
-from t2vzero.schedule import forward_jump, jump_steps
+from t2vzero.schedule import forward_jump, jump_steps, sigma_space_jump
 
 
 def sd_scheduler():
@@ -80,3 +80,18 @@ def test_sigma_space_jump_adds_the_missing_variance():
     x = torch.full((1, 1, 2, 2), 3.0)
     out = forward_jump(x, torch.ones_like(x), s.alphas_cumprod, 881, 941, sigma_space=True)
     assert torch.allclose(out, x + float((sigma2[941] - sigma2[881]).sqrt()), atol=1e-5)
+
+
+def test_the_jump_in_sigma_space_is_the_ddpm_jump_scaled_by_one_over_root_alpha_bar():
+    # x_vp = √ᾱ·x_σ: the same q(x_t1 | x_t0) written for samplers that keep x = x0 + σ·ε (ComfyUI's).
+    s = sd_scheduler()
+    a0, a1 = s.alphas_cumprod[881].double(), s.alphas_cumprod[941].double()
+    sigma0, sigma1 = ((1 - a0) / a0).sqrt(), ((1 - a1) / a1).sqrt()
+    g = torch.Generator().manual_seed(0)
+    x_vp, noise = torch.randn(2, 4, 3, 3, generator=g, dtype=torch.float64), torch.randn(2, 4, 3, 3, generator=g,
+                                                                                           dtype=torch.float64)
+    vp = forward_jump(x_vp, noise, s.alphas_cumprod, 881, 941)
+    sigma = sigma_space_jump(x_vp / a0.sqrt(), noise, sigma0, sigma1)
+    assert torch.allclose(sigma, vp / a1.sqrt(), atol=1e-9)
+    assert not torch.allclose(sigma_space_jump(x_vp / a0.sqrt(), noise, sigma0, sigma1 * 1.01), vp / a1.sqrt(),
+                              atol=1e-3)

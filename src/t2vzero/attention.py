@@ -122,7 +122,7 @@ def _cross_frame(attn: Any, hidden_states: torch.Tensor, attention_mask: torch.T
                          + (" with an attention mask" if attention_mask is not None else ""))
     blocks = batch // frames  # (group, video) pairs
     if call.has_anchor:
-        anchor = hidden_states.view(blocks, frames, seq, -1)[:, 0]
+        anchor = first_frames(hidden_states, frames)
         log_sizes = None
         if call.merge_ratio and seq >= max(call.merge_min_tokens, 4):
             anchor, sizes = merge_tokens(anchor, call.merge_ratio)
@@ -175,6 +175,13 @@ def blocked_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
         mask = attn_mask if attn_mask is None or attn_mask.shape[-2] == 1 else attn_mask[..., rows, :]
         out[:, :, rows] = F.scaled_dot_product_attention(query[:, :, rows], key, value, attn_mask=mask, scale=scale)
     return out
+
+
+def first_frames(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """Frame 1 of each (group, video) block of a batch laid out [block][frame]: (blocks·frames, …) -> (blocks, …)."""
+    if x.shape[0] % frames:
+        raise ValueError(f"cross-frame attention got a batch of {x.shape[0]} for {frames} frames")
+    return x.view(x.shape[0] // frames, frames, *x.shape[1:])[:, 0]
 
 
 def merge_tokens(x: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:

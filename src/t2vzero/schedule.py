@@ -22,6 +22,15 @@ class JumpSteps(NamedTuple):
     t0_index: int
 
 
+def check_t0_t1(t0: int, t1: int, num_train_timesteps: int) -> None:
+    """t0 and t1 are diffusion timesteps with 0 <= t0 < t1 < num_train_timesteps (the jump goes up in noise)."""
+    if not 0 <= t0 < t1 < num_train_timesteps:
+        raise UserError(
+            f"t0={t0}, t1={t1} must satisfy 0 <= t0 < t1 < {num_train_timesteps} (they are diffusion timesteps; "
+            f"the paper uses {DEFAULT_T0}/{DEFAULT_T1})"
+        )
+
+
 def jump_steps(timesteps: torch.Tensor, t0: int, t1: int, num_train_timesteps: int, order: int = 1) -> JumpSteps:
     """Positions of t1 and t0 in a descending denoising schedule.
 
@@ -35,11 +44,7 @@ def jump_steps(timesteps: torch.Tensor, t0: int, t1: int, num_train_timesteps: i
     both sit at its only step, so frames 2..N start from frame 1's initial noise moved by the motion
     field (a jump from t0 = t1 adds no noise) and the single step denoises all frames together.
     """
-    if not 0 <= t0 < t1 < num_train_timesteps:
-        raise UserError(
-            f"t0={t0}, t1={t1} must satisfy 0 <= t0 < t1 < {num_train_timesteps} (they are diffusion timesteps; "
-            f"the paper uses {DEFAULT_T0}/{DEFAULT_T1})"
-        )
+    check_t0_t1(t0, t1, num_train_timesteps)
     positions = torch.arange(0, len(timesteps), max(1, int(order)))
     if len(positions) == 0:
         raise UserError("the denoising schedule is empty; use --steps 1 or more")
@@ -83,8 +88,7 @@ def forward_jump(x_t0: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.
     a0, a1 = alpha_bars if alpha_bars is not None and not reference else (alphas_cumprod[t0], alphas_cumprod[t1])
     a0, a1 = torch.as_tensor(a0, dtype=torch.float64), torch.as_tensor(a1, dtype=torch.float64)
     if sigma_space and not reference:
-        scale = ((1 - a1) / a1 - (1 - a0) / a0).clamp(min=0).sqrt().to(device=x_t0.device, dtype=x_t0.dtype)
-        return x_t0 + scale * noise
+        return sigma_space_jump(x_t0, noise, ((1 - a0) / a0).sqrt(), ((1 - a1) / a1).sqrt())
     if reference:
         alphas = torch.ones_like(alphas_cumprod)
         alphas[1:] = alphas_cumprod[1:] / alphas_cumprod[:-1]
@@ -94,6 +98,17 @@ def forward_jump(x_t0: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.
         ratio = a1 / a0
     ratio = ratio.to(device=x_t0.device, dtype=x_t0.dtype)
     return ratio.sqrt() * x_t0 + (1 - ratio).sqrt() * noise
+
+
+def sigma_space_jump(x_t0: torch.Tensor, noise: torch.Tensor, sigma_t0: float | torch.Tensor,
+                     sigma_t1: float | torch.Tensor) -> torch.Tensor:
+    """The forward jump for latents kept in sigma space, x = x0 + σ·ε (Euler-type schedulers, k-diffusion and
+    ComfyUI samplers): x_t1 = x_t0 + √(σ1² − σ0²)·ε. It is `forward_jump`'s q(x_t1 | x_t0) divided by √ᾱ,
+    given the two noise levels a sampler actually steps through."""
+    s0 = torch.as_tensor(sigma_t0, dtype=torch.float64)
+    s1 = torch.as_tensor(sigma_t1, dtype=torch.float64)
+    scale = (s1 * s1 - s0 * s0).clamp(min=0).sqrt().to(device=x_t0.device, dtype=x_t0.dtype)
+    return x_t0 + scale * noise
 
 
 def reject_unresumable(scheduler: Any) -> None:
