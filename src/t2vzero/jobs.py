@@ -167,9 +167,9 @@ def _as_argv(key: str, param: click.Parameter, value: Any, line: int) -> list[st
         if not isinstance(value, bool):
             raise UserError(f"line {line}: {key!r} is a flag: true or false, not {value!r}")
         return [flag] if value else []
-    values = value if param.multiple and isinstance(value, list) else [value]
-    if len(values) > 1 and not param.multiple:
+    if isinstance(value, list) and not param.multiple:
         raise UserError(f"line {line}: {key!r} takes one value, not a list")
+    values = value if isinstance(value, list) else [value]
     argv = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, str | int | float):
