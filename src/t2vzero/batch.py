@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
 import traceback
@@ -52,17 +53,14 @@ def read_jobs(path: str | Path) -> list[Job]:
 
 
 def check_out_dir(out: str | Path) -> Path:
-    """The output folder: created if missing, refused if it is a file or not writable."""
+    """The output folder: refused if it is a file or it (or, if missing, the folder it would be made in)
+    is not writable; nothing is created."""
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"output {folder} is a file; give a folder, e.g. -o results/")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".t2vzero-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write to output folder {folder} ({exc.strerror}); choose another -o") from None
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {existing}, so not to output folder {folder}; choose another -o")
     return folder
 
 
@@ -298,7 +296,7 @@ class Collector:
 
         path, sheet = self.outputs(job)
         try:
-            write_video(rendered.frames, path, fps=rendered.fps)
+            _replacing(path, lambda: write_video(rendered.frames, path, fps=rendered.fps))
             if sheet is not None:
                 contact_sheet([*rendered.rows, rendered.frames], sheet)
         except (UserError, OSError) as exc:
@@ -325,6 +323,22 @@ class Collector:
             self.manifest.add(record)
         if self.bar is not None:
             self.bar.job_over(status == "done")
+
+
+def _replacing(path: Path, write: Callable[[], Any]) -> None:
+    """Write a job's output over an older one; a folder of frames is moved aside first and removed once
+    the new one is in place (files are replaced by their atomic rename)."""
+    if not path.is_dir():
+        write()
+        return
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    os.replace(path, old)
+    try:
+        write()
+    except BaseException:
+        os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _join(parts: Sequence[Rendered], rows: list[Any]) -> Rendered:
@@ -440,6 +454,7 @@ def run_batch(jobs_file: str | Path, out: str | Path, *, sheet: bool = False, fm
                                   cpus_per_worker=cpus_per_worker)
     elif workers is not None or gpus_per_worker is not None:
         raise UserError("--workers and --gpus-per-worker spread jobs over Ray workers: add --ray auto (or an address)")
+    folder.mkdir(parents=True, exist_ok=True)
     bar = Bar(len(todo), enabled=progress)
 
     def outputs(job: Job) -> tuple[Path, Path | None]:

@@ -164,7 +164,7 @@ class _Pool:
 
     def run(self, tasks: list[Task]) -> bool:
         queue = deque(tasks)
-        self._wait_first_worker()
+        self._wait_for_workers()
         try:
             while queue or self.running:
                 self._dispatch(queue)
@@ -176,17 +176,22 @@ class _Pool:
             return False
         return True
 
-    def _wait_first_worker(self) -> None:
+    def _wait_for_workers(self) -> None:
+        """Start with every worker that is up within START_S (so the first split job spreads over all);
+        none up is an error, and a worker that cannot start at all is one too."""
         refs = [s.starting for s in self.slots]
-        ready, _ = self.ray.wait(refs, num_returns=1, timeout=START_S)
+        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=START_S)
         if not ready:
             raise UserError(f"no Ray worker started within {START_S:.0f} s: the cluster's resources are taken; "
                             "free them or lower --workers")
-        try:
-            self.ray.get(ready[0])
-        except self.ray.exceptions.RayError as exc:
-            raise UserError(f"the Ray workers cannot start ({_first_line(exc)}); is t2vzero installed on every "
-                            "node?") from None
+        for slot in self.slots:
+            if slot.starting in ready:
+                try:
+                    self.ray.get(slot.starting)
+                except self.ray.exceptions.RayError as exc:
+                    raise UserError(f"the Ray workers cannot start ({_first_line(exc)}); is t2vzero installed on "
+                                    "every node?") from None
+                slot.starting = None
 
     def _dispatch(self, queue: deque[Task]) -> None:
         idle = [s for s in self.slots if s.starting is None and all(s is not r[0] for r in self.running.values())]
