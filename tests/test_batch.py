@@ -367,3 +367,17 @@ def test_split_frames_for_workers_covers_every_frame_once():
         groups = split_frames_for_workers(frames, chunk)
         assert sorted(k for g in groups for k in g) == list(range(frames))
         assert 0 in groups[0] and all(len(g) + (0 not in g) <= chunk for g in groups)
+
+
+def test_which_jobs_are_split_over_workers(tmp_path):
+    from t2vzero.distributed import Cluster
+
+    base = {"prompt": "a red circle", "frames": 7, "chunk_size": 3}
+    jobs = read_jobs(write_jobs(tmp_path / "jobs.jsonl", {"id": "split", **base},
+                                {"id": "smoothing", **base, "background_smoothing": 0.6},
+                                {"id": "compat", **base, "compat": "diffusers"},
+                                {"id": "short", **base, "frames": 3}, {"id": "whole", **base, "chunk_size": None}))
+    split = Cluster(None, 2, 0.0, 1.0, owned=False).splitter()
+    assert {job.id: split(job) for job in jobs} == {"split": [[0, 1, 2], [3, 4], [5, 6]], "smoothing": None,
+                                                     "compat": None, "short": None, "whole": None}
+    assert Cluster(None, 1, 0.0, 1.0, owned=False).splitter()(jobs[0]) is None  # one worker: nothing to gain

@@ -128,7 +128,6 @@ class Result:
     value: Any = None
     error: str | None = None
     bad_input: bool = False  # the error is the user's (a UserError), not the machine's
-    seconds: float = 0.0
     host: str = ""
     worker: str = ""  # host:pid
 
@@ -165,16 +164,16 @@ class Worker:
         return {"host": self.host, "pid": os.getpid(), "threads": torch.get_num_threads()}
 
     def execute(self, task: Task, anchor: Any = None) -> Result:
-        start = time.perf_counter()
+        """Run one task; any failure comes back as a `Result` with its one-line error."""
         try:
             value = self._execute(task, anchor)
         except Exception as exc:  # a failed job is recorded; the worker serves the next one
             if not isinstance(exc, UserError) and os.environ.get("T2VZERO_DEBUG"):
                 traceback.print_exc()
             self._forget_after_oom(exc)
-            return Result(False, error=one_line(exc), bad_input=isinstance(exc, UserError),
-                          seconds=time.perf_counter() - start, host=self.host, worker=self.name)
-        return Result(True, value, seconds=time.perf_counter() - start, host=self.host, worker=self.name)
+            return Result(False, error=one_line(exc), bad_input=isinstance(exc, UserError), host=self.host,
+                          worker=self.name)
+        return Result(True, value, host=self.host, worker=self.name)
 
     def _execute(self, task: Task, anchor: Any) -> Any:
         mode = MODES[task.job.mode]
@@ -231,6 +230,7 @@ class Collector:
         self.bad_input = False  # a job failed on input found bad only once its models were loaded
         self.done: list[Job] = []
         self.failed: list[tuple[Job, str]] = []
+        self.over: set[str] = set()  # ids of the jobs done or failed
 
     def start(self, job: Job) -> list[Task]:
         """The first tasks of a job."""
@@ -255,7 +255,7 @@ class Collector:
         state.started = state.started if state.started is not None else time.perf_counter()
 
     def is_over(self, job: Job) -> bool:
-        return any(j.id == job.id for j in self.done) or any(j.id == job.id for j, _ in self.failed)
+        return job.id in self.over
 
     def finished(self, task: Task, result: Result) -> list[Task]:
         """Record a task's result; returns the tasks it makes runnable (a split job's parts after its anchor)."""
@@ -319,6 +319,7 @@ class Collector:
                   "workers": sorted(state.workers),
                   "attempts": state.attempts, "error": error, "line": job.line, "output": None, "sheet": None,
                   "resolved": None, **extra}
+        self.over.add(job.id)
         if self.manifest is not None:
             self.manifest.add(record)
         if self.bar is not None:

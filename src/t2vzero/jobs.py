@@ -389,6 +389,12 @@ def _render_edit(loaded: Any, p: dict[str, Any], frame_ids: Sequence[int] | None
     return Rendered(video.uint8()[0], ids, fps, [frames])
 
 
+def _splittable(p: dict[str, Any]) -> bool:
+    """Parts rendered apart equal the whole only where each frame has its own step-noise stream: the default
+    recipe (`--compat diffusers` draws step noise from one generator across the frames of a call)."""
+    return p["compat"] == "t2vzero"
+
+
 _LOADS = frozenset({"model", "device", "dtype", "lora", "allow_pickle", *SPEED_LOADS})
 _SAMPLING = frozenset({"seed", "negative", "chunk_size", "compat", "scheduler", "timestep_spacing", "tome",
                        "cache_interval", "steps", "guidance", "fps"})
@@ -399,13 +405,13 @@ MODES: dict[str, Mode] = {
         "generate", _check_generate, _pipe_key, _load_pipe, _render_generate, lambda p: p["frames"],
         _LOADS | _SAMPLING | {"prompt", "model_config", "prompt_2", "negative_2", "guidance_rescale", "frames",
                               "size", "motion", "no_motion", "t0", "t1", "no_cross_frame_attention", "smoothing"},
-        anchor=_anchor_generate, splittable=lambda p: p["smoothing"] is None),
+        anchor=_anchor_generate, splittable=lambda p: _splittable(p) and p["smoothing"] is None),
     "control": Mode(
         "control", _check_control, lambda p: (*_pipe_key(p), tuple(p["controlnets"])),
         lambda p: _load_pipe(p, p["controlnets"]), _render_control, _clip_frames,
         _LOADS | _SAMPLING | _CLIP | {"prompt", "controlnets", "conditions", "condition_videos", "annotator",
-                                      "canny_low", "canny_high"}),
+                                      "canny_low", "canny_high"}, splittable=_splittable),
     "edit": Mode(
         "edit", _check_edit, _pipe_key, _load_pipe, _render_edit, _clip_frames,
-        _LOADS | _SAMPLING | _CLIP | {"instruction", "image_guidance"}),
+        _LOADS | _SAMPLING | _CLIP | {"instruction", "image_guidance"}, splittable=_splittable),
 }
