@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from .batch import FORMATS
 from .checks import check_finite
 from .defaults import CLIP, CONTROL, EDIT, TEXT_TO_VIDEO
 from .distributed import ray_options, wants_ray
@@ -156,7 +157,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
              t1: int | None, chunk_size: int | None, no_cross_frame_attention: bool, no_motion: bool,
              smoothing: float | None, fps: float, scheduler: str | None, timestep_spacing: str | None,
              device: str, dtype: str, lora: tuple[str, ...], allow_pickle: bool, compat: str, output: str,
-             sheet: bool, dry_run: bool, **speed: Any) -> None:
+             sheet: bool, dry_run: bool, **speed: Any) -> int | None:
     """Generate a video from PROMPT (an empty prompt is unconditional)."""
     if wants_ray(speed) and not dry_run:
         from .distributed import run_command
@@ -303,7 +304,7 @@ def _finish(result: Any, o: dict[str, Any], fps: float, rows: list[Any]) -> None
 @ray_options
 def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditions: tuple[str, ...],
             condition_videos: tuple[str, ...], annotator: str | None, canny_low: int, canny_high: int, steps: int,
-            guidance: float, **o: Any) -> None:
+            guidance: float, **o: Any) -> int | None:
     """ControlNet video: follow INPUT_VIDEO's edges, depth or pose with PROMPT (paper §4.2)."""
     if wants_ray(o):
         from .distributed import run_command
@@ -366,7 +367,8 @@ def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditi
               help="Image guidance scale.")
 @_video_input_options
 @ray_options
-def edit(input_video: str, instruction: str, steps: int, guidance: float, image_guidance: float, **o: Any) -> None:
+def edit(input_video: str, instruction: str, steps: int, guidance: float, image_guidance: float,
+         **o: Any) -> int | None:
     """Edit INPUT_VIDEO by INSTRUCTION with an Instruct-Pix2Pix checkpoint (paper §4.3)."""
     if wants_ray(o):
         from .distributed import run_command
@@ -398,7 +400,7 @@ def edit(input_video: str, instruction: str, steps: int, guidance: float, image_
 @click.argument("jobs_file", metavar="JOBS.jsonl")
 @click.option("-o", "--output", "out", required=True, help="Output folder: <id>.mp4 per job, manifest.jsonl.")
 @click.option("--sheet", is_flag=True, help="Also write <id>_sheet.png, a contact sheet per job.")
-@click.option("--format", "fmt", type=click.Choice(["mp4", "webm", "gif", "frames"]), default="mp4",
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="mp4",
               show_default=True, help="Output format (frames: a folder of numbered PNGs per job).")
 @ray_options
 def batch(jobs_file: str, out: str, sheet: bool, fmt: str, ray: str | None, workers: int | None,
