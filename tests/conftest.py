@@ -69,3 +69,58 @@ def tiny_sdxl_dir(tmp_path_factory, tiny_sdxl):
     parts = {k: v for k, v in tiny_sdxl.items() if k != "force_zeros_for_empty_prompt"}
     StableDiffusionXLPipeline(**parts, force_zeros_for_empty_prompt=True).save_pretrained(path, safe_serialization=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnet_dir(tmp_path_factory, tiny):
+    """A ControlNet made from the tiny UNet, saved as a diffusers folder; its zero-initialised output
+    convolutions get small random weights, so that each frame's condition shows in its output."""
+    import torch
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(tiny["unet"])
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator))
+    path = tmp_path_factory.mktemp("cn") / "controlnet"
+    net.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_pix2pix_dir(tmp_path_factory):
+    """A tiny Instruct-Pix2Pix checkpoint (8-channel UNet) as a diffusers folder."""
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    from t2vzero.tiny import make_tiny_components
+
+    path = tmp_path_factory.mktemp("p2p") / "pix2pix"
+    StableDiffusionInstructPix2PixPipeline(**make_tiny_components(seed=3, in_channels=8), safety_checker=None,
+                                           feature_extractor=None, requires_safety_checker=False).save_pretrained(
+        path, safe_serialization=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def square_clip_dir(tmp_path_factory):
+    """A 6-frame 64x48 clip of a sliding square, as a lossless folder of PNG frames."""
+    from clips import moving_square
+    from t2vzero.video import write_video
+
+    video = moving_square(6, 48, 64, top=12, side=20, left=4, step=5, colour=(230, 60, 40), ground=30)
+    return write_video(video, tmp_path_factory.mktemp("in") / "clip/", fps=8)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs) shared by every Ray test, shut down at the end of the session.
+
+    Its workers inherit OMP_NUM_THREADS=1, and t2vzero's workers set one torch thread per CPU they hold."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 't2vzero[ray]')")
+    import logging
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+             object_store_memory=256 * 2**20)
+    yield ray
+    ray.shutdown()

@@ -11,8 +11,10 @@ from typing import Any
 
 import click
 
+from .batch import FORMATS
 from .checks import check_finite
 from .defaults import CLIP, CONTROL, EDIT, TEXT_TO_VIDEO
+from .distributed import ray_options, wants_ray
 from .errors import UserError
 
 
@@ -148,14 +150,19 @@ def main() -> None:
               help="Output: .mp4, .webm, .gif, or a folder (frames/) of numbered PNGs.")
 @click.option("--sheet", is_flag=True, help="Also write a contact sheet PNG of the frames beside the video.")
 @click.option("--dry-run", is_flag=True, help="Print the estimated peak memory and work, load nothing, write nothing.")
+@ray_options
 def generate(prompt: str, model: str | None, model_config: str | None, negative: str, prompt_2: str | None,
              negative_2: str | None, guidance_rescale: float, frames: int, steps: int | None,
              guidance: float | None, seed: int, size: str | None, motion: str | None, t0: int | None,
              t1: int | None, chunk_size: int | None, no_cross_frame_attention: bool, no_motion: bool,
              smoothing: float | None, fps: float, scheduler: str | None, timestep_spacing: str | None,
              device: str, dtype: str, lora: tuple[str, ...], allow_pickle: bool, compat: str, output: str,
-             sheet: bool, dry_run: bool, **speed: Any) -> None:
+             sheet: bool, dry_run: bool, **speed: Any) -> int | None:
     """Generate a video from PROMPT (an empty prompt is unconditional)."""
+    if wants_ray(speed) and not dry_run:
+        from .distributed import run_command
+
+        return run_command("generate", click.get_current_context().params)
     from .checks import check_video_args
     from .models import check_dtype_name, parse_lora
     from .schedulers import check_scheduler_args, check_steps_before_loading
@@ -311,10 +318,15 @@ def _finish(result: Any, o: dict[str, Any], fps: float, rows: list[Any]) -> None
 @click.option("--guidance", type=float, default=CONTROL["guidance_scale"], show_default=True,
               help="Classifier-free guidance scale.")
 @_video_input_options
+@ray_options
 def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditions: tuple[str, ...],
             condition_videos: tuple[str, ...], annotator: str | None, canny_low: int, canny_high: int, steps: int,
-            guidance: float, **o: Any) -> None:
+            guidance: float, **o: Any) -> int | None:
     """ControlNet video: follow INPUT_VIDEO's edges, depth or pose with PROMPT (paper §4.2)."""
+    if wants_ray(o):
+        from .distributed import run_command
+
+        return run_command("control", click.get_current_context().params)
     from .inputs import ANNOTATORS, annotate, load_clip, match_condition_video
     from .models import parse_lora
 
@@ -374,8 +386,14 @@ def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditi
 @click.option("--image-guidance", type=float, default=EDIT["image_guidance_scale"], show_default=True,
               help="Image guidance scale.")
 @_video_input_options
-def edit(input_video: str, instruction: str, steps: int, guidance: float, image_guidance: float, **o: Any) -> None:
+@ray_options
+def edit(input_video: str, instruction: str, steps: int, guidance: float, image_guidance: float,
+         **o: Any) -> int | None:
     """Edit INPUT_VIDEO by INSTRUCTION with an Instruct-Pix2Pix checkpoint (paper §4.3)."""
+    if wants_ray(o):
+        from .distributed import run_command
+
+        return run_command("edit", click.get_current_context().params)
     check_prompt_text(instruction)
     if steps < 1:
         raise UserError(f"steps must be at least 1 (got {steps}); e.g. --steps 50")
@@ -399,6 +417,26 @@ def edit(input_video: str, instruction: str, steps: int, guidance: float, image_
                        compat=o["compat"], scheduler=o["scheduler"], timestep_spacing=o["timestep_spacing"],
                        token_merging=o["tome"], cache_interval=o["cache_interval"])
     _finish(result, o, fps, [frames])
+
+
+@main.command()
+@click.argument("jobs_file", metavar="JOBS.jsonl")
+@click.option("-o", "--output", "out", required=True, help="Output folder: <id>.mp4 per job, manifest.jsonl.")
+@click.option("--sheet", is_flag=True, help="Also write <id>_sheet.png, a contact sheet per job.")
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="mp4",
+              show_default=True, help="Output format (frames: a folder of numbered PNGs per job).")
+@ray_options
+def batch(jobs_file: str, out: str, sheet: bool, fmt: str, ray: str | None, workers: int | None,
+          gpus_per_worker: float | None, cpus_per_worker: float, max_retries: int) -> int:
+    """Run every job of JOBS.jsonl (one JSON object a line, the commands' option names), resuming a batch
+    done before; exit 0 when all are done, 1 when some failed."""
+    from .batch import run_batch
+
+    outcome = run_batch(jobs_file, out, sheet=sheet, fmt=fmt, ray=ray, workers=workers,
+                        gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, max_retries=max_retries)
+    for line in outcome.summary():
+        click.echo(line)
+    return outcome.exit_code
 
 
 @main.command(name="eval")
@@ -527,7 +565,7 @@ def run(argv: list[str] | None = None) -> int:
 
     try:
         with stop_on_signals():
-            main.main(args=argv, prog_name="t2vzero", standalone_mode=False)
+            code = main.main(args=argv, prog_name="t2vzero", standalone_mode=False)
     except UserError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
@@ -540,7 +578,7 @@ def run(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()} (see t2vzero --help)", err=True)
         return exc.exit_code if isinstance(exc, click.UsageError) else 1
-    return 0
+    return code if isinstance(code, int) else 0  # a command may end with its own code (batch: 1 when jobs failed)
 
 
 def entry() -> None:

@@ -59,3 +59,8 @@ def stop_on_signals(signals: tuple[int, ...] = CAUGHT) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def stop_code(stop: BaseException) -> int:
+    """The exit code of a stop: 130 for Ctrl-C (KeyboardInterrupt), 128 + the signal for `Stopped`."""
+    return stop.exit_code if isinstance(stop, Stopped) else INTERRUPTED

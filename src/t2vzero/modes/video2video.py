@@ -50,17 +50,34 @@ def frames_to_tensor(frames: np.ndarray, device: Any, dtype: Any, normalize: boo
     return (x * 2 - 1 if normalize else x).to(device=device, dtype=dtype)
 
 
+def check_frame_ids(frame_ids: Sequence[int] | None, num_frames: int) -> list[int]:
+    """The frames a call returns: all by default, else distinct ids within the video."""
+    if frame_ids is None:
+        return list(range(num_frames))
+    ids = [int(k) for k in frame_ids]
+    if not ids or any(not 0 <= k < num_frames for k in ids) or len(set(ids)) != len(ids):
+        raise UserError(f"frame ids must be distinct, within 0..{num_frames - 1}, and at least one; got {ids}")
+    return ids
+
+
 def _run(components: dict[str, Any], guidance: Guidance, x_T: torch.Tensor, num_inference_steps: int,
          chunk_size: int | None, generator: Any, eta: float | None, compat: str, models: Sequence[Any],
-         scheduler: str | None, timestep_spacing: str | None, progress: bool) -> VideoOutput:
-    """Denoise every frame from x_T (chunks in lockstep, frame 1 computed once per step) and decode."""
+         scheduler: str | None, timestep_spacing: str | None, progress: bool,
+         frame_ids: Sequence[int] | None = None) -> VideoOutput:
+    """Denoise frames from x_T (chunks in lockstep, frame 1 computed once per step) and decode.
+
+    `frame_ids` (default all) may be any subset: frame 1 is denoised alongside it (not returned) since
+    every frame attends to it, and each frame's noise and step noise are its own, so separate calls
+    for disjoint subsets (separate workers) give the frames of one call.
+    """
     unet = components["unet"]
     sched = copy.deepcopy(make_scheduler(components["scheduler"], scheduler, timestep_spacing))
     set_timesteps(sched, num_inference_steps, execution_device(unet))
     num_frames = len(x_T)
+    wanted = check_frame_ids(frame_ids, num_frames)
     seeds = stream_seeds(generator, 1, num_frames)[0] if RECIPES[compat].noise_streams else None
     chunks = []
-    for ids in split_frames(range(num_frames), chunk_size):
+    for ids in split_frames(sorted({0, *wanted}), chunk_size):
         chunk_sched = copy.deepcopy(sched)
         gens = generators([seeds[k] for k in ids]) if seeds is not None else generator
         chunks.append(Chunk(ids, x_T[ids] * sched.init_noise_sigma, chunk_sched,
@@ -71,7 +88,7 @@ def _run(components: dict[str, Any], guidance: Guidance, x_T: torch.Tensor, num_
             done = denoise(chunks, sched.timesteps, guidance, progress=bar)
     finally:
         bar.close()
-    return VideoOutput(frames=decode_video(components["vae"], gather(done, range(num_frames), 1),
+    return VideoOutput(frames=decode_video(components["vae"], gather(done, wanted, 1),
                                            force_upcast=upcast_vae(components)))
 
 
@@ -155,11 +172,12 @@ def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[
                   guidance_scale: float | None = None, eta: float | None = None, generator: Any = None,
                   chunk_size: int | None = None, compat: str = "t2vzero", scheduler: str | None = None,
                   timestep_spacing: str | None = None, token_merging: float | None = None,
-                  cache_interval: int | None = None, progress: bool = True) -> VideoOutput:
+                  cache_interval: int | None = None, progress: bool = True,
+                  frame_ids: Sequence[int] | None = None) -> VideoOutput:
     """ControlNet video (paper §4.2): one shared noise, cross-frame attention in UNet and ControlNets.
 
     `conditions` holds one (F, H, W, 3) uint8 video of condition maps per ControlNet. None arguments
-    take `t2vzero.defaults.CONTROL`.
+    take `t2vzero.defaults.CONTROL`. `frame_ids` renders a subset of the frames (see `_run`).
     """
     num_inference_steps = pick("control", "num_inference_steps", num_inference_steps)
     guidance_scale = pick("control", "guidance_scale", guidance_scale)
@@ -196,7 +214,7 @@ def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[
                         hooks=[_controlnet_hook(controlnets, scales, maps, cond.groups)],
                         token_merging=check_token_merging(token_merging), cache_interval=check_interval(cache_interval))
     return _run(components, guidance, x_T, num_inference_steps, chunk_size, generator, eta, compat,
-                [unet, *controlnets], scheduler, timestep_spacing, progress)
+                [unet, *controlnets], scheduler, timestep_spacing, progress, frame_ids)
 
 
 @torch.no_grad()
@@ -205,13 +223,14 @@ def edit_video(components: dict[str, Any], instruction: str, frames: np.ndarray,
                image_guidance_scale: float | None = None, eta: float | None = None, generator: Any = None,
                chunk_size: int | None = None, compat: str = "t2vzero", scheduler: str | None = None,
                timestep_spacing: str | None = None, token_merging: float | None = None,
-               cache_interval: int | None = None, progress: bool = True) -> VideoOutput:
+               cache_interval: int | None = None, progress: bool = True,
+               frame_ids: Sequence[int] | None = None) -> VideoOutput:
     """Video Instruct-Pix2Pix (paper §4.3): edit (F, H, W, 3) uint8 frames by an instruction.
 
     The UNet takes 8 channels (noise latents + the input frame's latents); cross-frame attention runs
     in each of the three guidance groups (text+image, image only, neither). The default mode starts
     every frame from one shared noise; `compat="diffusers"` draws one per frame, as diffusers' recipe.
-    None arguments take `t2vzero.defaults.EDIT`.
+    None arguments take `t2vzero.defaults.EDIT`. `frame_ids` renders a subset of the frames (see `_run`).
     """
     num_inference_steps = pick("edit", "num_inference_steps", num_inference_steps)
     guidance_scale = pick("edit", "guidance_scale", guidance_scale)
@@ -254,7 +273,7 @@ def edit_video(components: dict[str, Any], instruction: str, frames: np.ndarray,
     guidance = Guidance(unet, cond, combine, hooks=[hook], token_merging=check_token_merging(token_merging),
                         cache_interval=check_interval(cache_interval))
     return _run(components, guidance, x_T, num_inference_steps, chunk_size, generator, eta, compat, [unet],
-                scheduler, timestep_spacing, progress)
+                scheduler, timestep_spacing, progress, frame_ids)
 
 
 def _check_controlnets(unet: Any, controlnets: Sequence[Any], vae_scale: int) -> None:

@@ -1,0 +1,472 @@
+"""`t2vzero batch`: many jobs, one model load per worker and model, outputs and a manifest that resume.
+
+The same pieces run locally (one process) and on Ray (`t2vzero.distributed`): `Worker` holds loaded
+models and executes `Task`s (a whole job, or a split job's anchor or part); `Collector`, on the
+driver, turns results into `OUT/<id>.mp4` (atomically) and one manifest line per finished job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .jobs import MODES, Job, Rendered, parse_job
+from .stops import Stopped, stop_code
+
+MANIFEST = "manifest.jsonl"
+FORMATS = {"mp4": ".mp4", "webm": ".webm", "gif": ".gif", "frames": ""}  # "frames": a folder of PNGs
+
+
+def read_jobs(path: str | Path) -> list[Job]:
+    """Every job of a JSONL file, all validated before any runs; errors name the line."""
+    src = Path(path)
+    if not src.is_file():
+        raise UserError(f"jobs file {src} does not exist (or is a folder); give a JSONL file, one job a line")
+    jobs, seen = [], {}
+    try:
+        text = src.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"jobs file {src} is not UTF-8 text") from None
+    for line, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"line {line}: not JSON ({exc.msg} at column {exc.colno})") from None
+        job = parse_job(record, line)
+        if job.id in seen:
+            raise UserError(f"line {line}: id {job.id!r} repeats line {seen[job.id]}; give every job its own id")
+        seen[job.id] = line
+        jobs.append(job)
+    if not jobs:
+        raise UserError(f"jobs file {src} holds no jobs")
+    return jobs
+
+
+def check_out_dir(out: str | Path) -> Path:
+    """The output folder: refused if it is a file or it (or, if missing, the folder it would be made in)
+    is not writable; nothing is created."""
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"output {folder} is a file; give a folder, e.g. -o results/")
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {existing}, so not to output folder {folder}; choose another -o")
+    return folder
+
+
+# --- the manifest ---------------------------------------------------------------------------------------------
+
+
+class Manifest:
+    """`OUT/manifest.jsonl`: the latest line per job id. Each change rewrites the file under a temporary
+    name and renames it, so an interrupted run leaves every line whole or absent."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / MANIFEST
+        self.records: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            for raw in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(raw)
+                except json.JSONDecodeError:
+                    continue  # not ours (the file is only ever replaced whole)
+                if isinstance(record, dict) and isinstance(record.get("id"), str):
+                    self.records[record["id"]] = record
+
+    def add(self, record: dict[str, Any]) -> None:
+        from .video import atomic_write
+
+        self.records[record["id"]] = record
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records.values())
+        atomic_write(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    def is_done(self, job: Job, folder: Path, suffix: str, sheet: bool) -> bool:
+        """Done before with the same options, and its outputs still there."""
+        record = self.records.get(job.id)
+        return (record is not None and record.get("status") == "done" and record.get("mode") == job.mode
+                and record.get("options") == job.options and output_path(folder, job, suffix).exists()
+                and (not sheet or sheet_file(folder, job).exists()))
+
+
+def output_path(folder: Path, job: Job, suffix: str) -> Path:
+    return folder / f"{job.id}{suffix}"
+
+
+def sheet_file(folder: Path, job: Job) -> Path:
+    return folder / f"{job.id}_sheet.png"
+
+
+# --- work units and the worker that runs them -------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Task:
+    """A unit of work: a whole job (`kind` "job"), a split job's first phase ("anchor") or frames ("part")."""
+
+    job: Job
+    kind: str = "job"
+    frame_ids: list[int] | None = None
+    rows: bool = False  # return the contact-sheet rows (inputs, conditions) too
+    avoid: int | None = None  # the worker slot it died on, to retry elsewhere
+
+
+@dataclass
+class Result:
+    """What a worker returns: `Rendered` frames, an Anchor, or an error line."""
+
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    bad_input: bool = False  # the error is the user's (a UserError), not the machine's
+    host: str = ""
+    worker: str = ""  # host:pid
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: the message of bad input, else its type and first line."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, UserError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Worker:
+    """Holds the models of one load key at a time and executes tasks on them (locally or as a Ray actor)."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        if threads is not None:
+            import torch
+
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+            torch.set_num_threads(threads)
+        self.key: tuple | None = None
+        self.loaded: Any = None
+        self.host = socket.gethostname()
+        self.name = f"{self.host}:{os.getpid()}"  # one worker process
+
+    def ready(self) -> str:
+        return self.name
+
+    def describe(self) -> dict[str, Any]:
+        """Where and how this worker runs (host, process, torch threads)."""
+        import torch
+
+        return {"host": self.host, "pid": os.getpid(), "threads": torch.get_num_threads()}
+
+    def execute(self, task: Task, anchor: Any = None) -> Result:
+        """Run one task; any failure comes back as a `Result` with its one-line error."""
+        try:
+            value = self._execute(task, anchor)
+        except Exception as exc:  # a failed job is recorded; the worker serves the next one
+            if not isinstance(exc, UserError) and os.environ.get("T2VZERO_DEBUG"):
+                traceback.print_exc()
+            self._forget_after_oom(exc)
+            return Result(False, error=one_line(exc), bad_input=isinstance(exc, UserError), host=self.host,
+                          worker=self.name)
+        return Result(True, value, host=self.host, worker=self.name)
+
+    def _execute(self, task: Task, anchor: Any) -> Any:
+        mode = MODES[task.job.mode]
+        loaded = self._load(task.job)
+        if task.kind == "anchor":
+            return mode.anchor(loaded, task.job.params)
+        rendered = mode.render(loaded, task.job.params, task.frame_ids, anchor)
+        if not task.rows:
+            rendered.rows = []
+        return rendered
+
+    def _load(self, job: Job) -> Any:
+        key = job.load_key
+        if key != self.key:
+            self.key, self.loaded = None, None  # free the old models before loading the next
+            self.loaded, self.key = MODES[job.mode].load(job.params), key
+        return self.loaded
+
+    def _forget_after_oom(self, exc: Exception) -> None:
+        if "out of memory" in str(exc).lower():
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+# --- the driver side: results to files and manifest lines -------------------------------------------------------
+
+
+@dataclass
+class _Progress:
+    started: float | None = None
+    hosts: set[str] = field(default_factory=set)
+    workers: set[str] = field(default_factory=set)
+    parts: dict[int, Rendered] = field(default_factory=dict)
+    waiting: int = 0
+    rows: list[Any] = field(default_factory=list)
+    attempts: int = 1
+
+
+class Collector:
+    """Turns task results into outputs and manifest lines, and says what to run next.
+
+    `outputs(job)` names a job's video and contact sheet (None: no sheet); `split(job)` returns the
+    frame-id groups of a job rendered in parts (after one anchor task where the mode has one), or
+    None to render it whole.
+    """
+
+    def __init__(self, outputs: Callable[[Job], tuple[Path, Path | None]], manifest: Manifest | None = None, *,
+                 max_retries: int = 2, split: Callable[[Job], list[list[int]] | None] = lambda job: None,
+                 bar: Any = None) -> None:
+        self.outputs, self.manifest, self.max_retries, self.split, self.bar = outputs, manifest, max_retries, split, bar
+        self.state: dict[str, _Progress] = {}
+        self.bad_input = False  # a job failed on input found bad only once its models were loaded
+        self.done: list[Job] = []
+        self.failed: list[tuple[Job, str]] = []
+        self.over: set[str] = set()  # ids of the jobs done or failed
+
+    def start(self, job: Job) -> list[Task]:
+        """The first tasks of a job."""
+        self.state[job.id] = _Progress()
+        groups = self.split(job)
+        if groups is None:
+            return [Task(job, "job", rows=self._sheet(job))]
+        if MODES[job.mode].anchor is not None:
+            return [Task(job, "anchor")]
+        return self._parts(job, groups)
+
+    def _parts(self, job: Job, groups: list[list[int]]) -> list[Task]:
+        self.state[job.id].waiting = len(groups)
+        return [Task(job, "part", ids, rows=self._sheet(job) and i == 0) for i, ids in enumerate(groups)]
+
+    def _sheet(self, job: Job) -> bool:
+        return self.outputs(job)[1] is not None
+
+    def dispatched(self, task: Task) -> None:
+        """A task went to a worker: a job's time runs from its first task's dispatch."""
+        state = self.state[task.job.id]
+        state.started = state.started if state.started is not None else time.perf_counter()
+
+    def is_over(self, job: Job) -> bool:
+        return job.id in self.over
+
+    def finished(self, task: Task, result: Result) -> list[Task]:
+        """Record a task's result; returns the tasks it makes runnable (a split job's parts after its anchor)."""
+        job = task.job
+        state = self.state[job.id]
+        if self.is_over(job):
+            return []  # another part failed already
+        state.hosts.add(result.host)
+        state.workers.add(result.worker)
+        if not result.ok:
+            self._fail(job, result.error or "failed", result.bad_input)
+            return []
+        if task.kind == "anchor":
+            return self._parts(job, self.split(job) or [])
+        if task.kind == "job":
+            self._finish(job, result.value)
+            return []
+        state.parts[task.frame_ids[0]] = result.value
+        state.rows = state.rows or result.value.rows
+        state.waiting -= 1
+        if state.waiting == 0:
+            self._finish(job, _join(list(state.parts.values()), state.rows))
+        return []
+
+    def died(self, task: Task, error: str, slot: int) -> list[Task]:
+        """A worker died running `task`: retry it elsewhere, up to `max_retries` times per job."""
+        state = self.state[task.job.id]
+        if self.is_over(task.job):
+            return []
+        if state.attempts > self.max_retries:
+            self._fail(task.job, f"worker died {state.attempts} times ({error}); giving up")
+            return []
+        state.attempts += 1
+        return [Task(task.job, task.kind, task.frame_ids, task.rows, avoid=slot)]
+
+    def _finish(self, job: Job, rendered: Rendered) -> None:
+        from .video import contact_sheet, write_video
+
+        path, sheet = self.outputs(job)
+        try:
+            _replacing(path, lambda: write_video(rendered.frames, path, fps=rendered.fps))
+            if sheet is not None:
+                contact_sheet([*rendered.rows, rendered.frames], sheet)
+        except (UserError, OSError) as exc:
+            self._fail(job, f"could not write {path}: {one_line(exc)}")
+            return
+        self._record(job, "done", None, output=str(path), sheet=str(sheet) if sheet else None,
+                     resolved=rendered.resolved)
+        self.done.append(job)
+
+    def _fail(self, job: Job, error: str, bad_input: bool = False) -> None:
+        self._record(job, "failed", error)
+        self.failed.append((job, error))
+        self.bad_input |= bad_input
+
+    def _record(self, job: Job, status: str, error: str | None, **extra: Any) -> None:
+        state = self.state[job.id]
+        started = state.started if state.started is not None else time.perf_counter()
+        record = {"id": job.id, "mode": job.mode, "status": status, "options": job.options, "seed": job.seed,
+                  "seconds": round(time.perf_counter() - started, 3), "host": ",".join(sorted(state.hosts)),
+                  "workers": sorted(state.workers),
+                  "attempts": state.attempts, "error": error, "line": job.line, "output": None, "sheet": None,
+                  "resolved": None, **extra}
+        self.over.add(job.id)
+        if self.manifest is not None:
+            self.manifest.add(record)
+        if self.bar is not None:
+            self.bar.job_over(status == "done")
+
+
+def _replacing(path: Path, write: Callable[[], Any]) -> None:
+    """Write a job's output over an older one; a folder of frames is moved aside first and removed once
+    the new one is in place (files are replaced by their atomic rename)."""
+    if not path.is_dir():
+        write()
+        return
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    os.replace(path, old)
+    try:
+        write()
+    except BaseException:
+        os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _join(parts: Sequence[Rendered], rows: list[Any]) -> Rendered:
+    """One video from parts rendered apart, frames in id order."""
+    import numpy as np
+
+    by_id = {k: frame for part in parts for k, frame in zip(part.frame_ids, part.frames, strict=True)}
+    ids = sorted(by_id)
+    first = parts[0]
+    return Rendered(np.stack([by_id[k] for k in ids]), ids, first.fps, rows,
+                    next((p.resolved for p in parts if p.resolved), {}))
+
+
+# --- progress -------------------------------------------------------------------------------------------------
+
+
+class Bar:
+    """done / failed / remaining jobs and an ETA (tqdm's, from the rate of finished jobs) on stderr."""
+
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        from tqdm.auto import tqdm
+
+        self.done = self.failed = 0
+        self.total = total
+        self.bar = tqdm(total=total, unit="job", desc="batch", disable=not enabled, dynamic_ncols=True)
+        self._show()
+
+    def job_over(self, ok: bool) -> None:
+        if ok:
+            self.done += 1
+        else:
+            self.failed += 1
+        self._show(refresh=False)
+        self.bar.update(1)
+
+    def _show(self, refresh: bool = True) -> None:
+        left = self.total - self.done - self.failed
+        self.bar.set_postfix_str(f"done {self.done}, failed {self.failed}, left {left}", refresh=refresh)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# --- running -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """How a batch ended: the jobs done now, skipped (done before), failed (with errors), and whether interrupted."""
+
+    done: list[Job]
+    skipped: list[Job]
+    failed: list[tuple[Job, str]]
+    interrupted: int | None = None  # the exit code of the stop (Ctrl-C 130, SIGTERM 143, SIGHUP 129)
+
+    @property
+    def exit_code(self) -> int:
+        return self.interrupted if self.interrupted is not None else (1 if self.failed else 0)
+
+    def summary(self) -> list[str]:
+        lines = [f"{len(self.done)} done, {len(self.failed)} failed, {len(self.skipped)} already done"]
+        lines += [f"failed: {job.id} (line {job.line}): {error}" for job, error in self.failed]
+        if self.interrupted:
+            lines.append("interrupted: finished jobs are in the manifest; run the same command again to resume")
+        return lines
+
+
+def by_model(jobs: Sequence[Job]) -> list[Job]:
+    """Jobs grouped by what they load (stable: file order within a group), so each model loads once."""
+    first: dict[tuple, int] = {}
+    for i, job in enumerate(jobs):
+        first.setdefault(job.load_key, i)
+    return sorted(jobs, key=lambda job: first[job.load_key])
+
+
+def run_local(jobs: Sequence[Job], collector: Collector, worker: Worker | None = None) -> int | None:
+    """Run jobs one after another in this process, each model loaded once; the exit code when stopped
+    (Ctrl-C, SIGTERM, SIGHUP), else None."""
+    worker = worker or Worker()
+    try:
+        for job in by_model(jobs):
+            queue = collector.start(job)
+            while queue:
+                task = queue.pop(0)
+                collector.dispatched(task)
+                queue[:0] = collector.finished(task, worker.execute(task))
+    except (KeyboardInterrupt, Stopped) as stop:
+        return stop_code(stop)
+    return None
+
+
+def run_batch(jobs_file: str | Path, out: str | Path, *, sheet: bool = False, fmt: str = "mp4",
+              ray: str | None = None, workers: int | None = None, gpus_per_worker: float | None = None,
+              cpus_per_worker: float = 1.0, max_retries: int = 2, progress: bool = True,
+              events: Callable[..., None] | None = None) -> Outcome:
+    """Validate every job, skip those done before with the same options, run the rest; see `Outcome`."""
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if max_retries < 0:
+        raise UserError(f"--max-retries must be 0 or more, got {max_retries}")
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    jobs = read_jobs(jobs_file)
+    folder = check_out_dir(out)
+    manifest = Manifest(folder)
+    suffix = FORMATS[fmt]
+    skipped = [job for job in jobs if manifest.is_done(job, folder, suffix, sheet)]
+    todo = [job for job in jobs if job not in skipped]
+    cluster = None
+    if ray is not None:
+        from .distributed import Cluster
+
+        cluster = Cluster.connect(ray, workers=workers, gpus_per_worker=gpus_per_worker,
+                                  cpus_per_worker=cpus_per_worker)
+    elif workers is not None or gpus_per_worker is not None:
+        raise UserError("--workers and --gpus-per-worker spread jobs over Ray workers: add --ray auto (or an address)")
+    folder.mkdir(parents=True, exist_ok=True)
+    bar = Bar(len(todo), enabled=progress)
+
+    def outputs(job: Job) -> tuple[Path, Path | None]:
+        return output_path(folder, job, suffix), sheet_file(folder, job) if sheet else None
+
+    collector = Collector(outputs, manifest, max_retries=max_retries,
+                          split=cluster.splitter() if cluster else (lambda job: None), bar=bar)
+    try:
+        stopped = cluster.run(todo, collector, events=events) if cluster else run_local(todo, collector)
+    finally:
+        bar.close()
+    return Outcome(collector.done, skipped, collector.failed, interrupted=stopped)

@@ -1,0 +1,164 @@
+"""Batches and long videos on a local Ray cluster (one for the whole session: `ray_cluster`, 2 CPUs).
+
+Each run starts two worker actors with one CPU and one torch thread each; the jobs are tiny.
+"""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from t2vzero import distributed
+from t2vzero.batch import run_batch
+from t2vzero.cli import run
+from t2vzero.errors import UserError
+from t2vzero.video import read_video
+
+pytest.importorskip("ray", reason="Ray is not installed (pip install 't2vzero[ray]')")
+
+FAST = {"size": "64x64", "steps": 3, "frames": 3}
+
+
+def write_jobs(path, *jobs):
+    path.write_text("".join(json.dumps(j) + "\n" for j in jobs))
+    return path
+
+
+def frames_of(path):
+    return read_video(path)[0].astype(np.float32) / 255.0
+
+
+def manifest(out):
+    return {r["id"]: r for r in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def jobs_file(tmp_path_factory, tiny_model_dir, tiny_controlnet_dir, square_clip_dir):
+    model = {"model": str(tiny_model_dir), **FAST}
+    return write_jobs(
+        tmp_path_factory.mktemp("jobs") / "jobs.jsonl",
+        {"id": "a", "prompt": "a red circle", **model, "seed": 1},
+        {"id": "b", "prompt": "a blue square", **model, "seed": 2},
+        {"id": "long", "prompt": "a green triangle", **model, "frames": 7, "chunk_size": 3, "seed": 3},
+        {"id": "bad", "prompt": "a square", **model, "prompt_2": "only for SDXL"},
+        {"id": "c", "mode": "control", "prompt": "a red square", "model": str(tiny_model_dir),
+         "controlnet": str(tiny_controlnet_dir), "input": str(square_clip_dir), "resolution": 64, "steps": 3,
+         "chunk_size": 3, "seed": 5},
+        {"id": "d", "prompt": "a yellow circle", **model, "seed": 4})
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, jobs_file):
+    """The same jobs in one process, without Ray: what every Ray run must equal."""
+    out = tmp_path_factory.mktemp("local")
+    outcome = run_batch(jobs_file, out, fmt="frames", progress=False)
+    assert [j.id for j, _ in outcome.failed] == ["bad"]
+    return out
+
+
+def test_jobs_on_two_workers_equal_one_process_and_a_bad_job_fails_alone(ray_cluster, tmp_path, jobs_file,
+                                                                         local_run):
+    out = tmp_path / "out"
+    dispatched = []
+    outcome = run_batch(jobs_file, out, fmt="frames", ray="auto", workers=2, progress=False,
+                        events=lambda kind, task, actor: dispatched.append((kind, task.job.id, task.kind)))
+    assert outcome.exit_code == 1 and [j.id for j, _ in outcome.failed] == ["bad"]
+    assert "prompt_2" in outcome.failed[0][1]
+    records = manifest(out)
+    assert {k: r["status"] for k, r in records.items()} == {**dict.fromkeys("abcd", "done"), "long": "done",
+                                                             "bad": "failed"}
+    # The long text-to-video job: one anchor, then its chunks on different tasks; the control job in chunks too.
+    assert [t for _, j, t in dispatched if j == "long"] == ["anchor", "part", "part", "part"]
+    assert [t for _, j, t in dispatched if j == "c"] == ["part", "part", "part"]
+    assert len({w for r in records.values() for w in r["workers"]}) == 2  # both workers served jobs
+    for job_id in ("a", "b", "c", "d", "long"):  # frames depend only on the job, not on the worker or the split
+        got, want = frames_of(out / job_id), frames_of(local_run / job_id)
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1 / 255, job_id
+    assert np.abs(frames_of(out / "a") - frames_of(out / "b")).max() > 4 / 255  # jobs differ: it can fail
+
+
+def test_a_partial_batch_resumes_on_ray(ray_cluster, tmp_path, jobs_file, local_run):
+    out = tmp_path / "out"
+    out.mkdir()
+    # A partial run: "a" and "d" done (copied with their manifest lines), "b" done with other options.
+    lines = manifest(local_run)
+    for job_id in ("a", "b", "d"):
+        (out / job_id).mkdir()
+        for frame in (local_run / job_id).iterdir():
+            (out / job_id / frame.name).write_bytes(frame.read_bytes())
+    lines["b"]["options"] = {**lines["b"]["options"], "seed": 99}
+    (out / "manifest.jsonl").write_text("".join(json.dumps(lines[k]) + "\n" for k in ("a", "b", "d")))
+    ran = []
+    outcome = run_batch(jobs_file, out, fmt="frames", ray="auto", workers=2, progress=False,
+                        events=lambda kind, task, actor: ran.append(task.job.id))
+    assert sorted(j.id for j in outcome.skipped) == ["a", "d"]
+    assert sorted(set(ran)) == ["b", "bad", "c", "long"]
+    assert sorted(j.id for j in outcome.done) == ["b", "c", "long"] and outcome.exit_code == 1
+    assert manifest(out)["b"]["options"]["seed"] == 2
+
+
+def test_a_killed_worker_is_replaced_and_its_job_retried(ray_cluster, tmp_path, jobs_file, local_run):
+    ray = ray_cluster
+    jobs = [json.loads(x) for x in jobs_file.read_text().splitlines()]
+    small = write_jobs(tmp_path / "jobs.jsonl", *[j for j in jobs if j["id"] in ("a", "b")])
+    killed, threads = [], []
+
+    def events(kind, task, actor):
+        if kind == "dispatch" and task.job.id == "a" and not killed:
+            killed.append(actor)
+            timer = threading.Timer(0.5, ray.kill, [actor])  # mid-job: the worker is loading or rendering
+            timer.start()
+            threads.append(timer)
+        if kind == "died":
+            killed.append("died")
+
+    out = tmp_path / "out"
+    outcome = run_batch(small, out, fmt="frames", ray="auto", workers=2, progress=False, events=events)
+    for timer in threads:
+        timer.join()
+    assert killed[1:] == ["died"] and outcome.exit_code == 0
+    record = manifest(out)["a"]
+    assert record["attempts"] == 2 and record["status"] == "done" and len(record["workers"]) == 1
+    assert np.abs(frames_of(out / "a") - frames_of(local_run / "a")).max() <= 1 / 255
+
+
+def test_a_worker_uses_one_torch_thread_per_cpu(ray_cluster):
+    from t2vzero.batch import Worker
+
+    actor = ray_cluster.remote(Worker).options(num_cpus=1).remote(1)
+    try:
+        assert ray_cluster.get(actor.describe.remote(), timeout=120)["threads"] == 1
+    finally:
+        ray_cluster.kill(actor)
+
+
+def test_one_long_video_split_over_two_workers_equals_one_process(ray_cluster, tmp_path, tiny_model_dir, capsys):
+    args = ["generate", "a red circle", "--model", str(tiny_model_dir), "--size", "64x64", "--steps", "3",
+            "--frames", "9", "--chunk-size", "4", "--seed", "6"]
+    assert run([*args, "-o", f"{tmp_path / 'one'}/"]) == 0
+    assert run([*args, "--ray", "auto", "--workers", "2", "-o", f"{tmp_path / 'two'}/", "--sheet"]) == 0
+    out, _ = capsys.readouterr()
+    assert out.strip().splitlines()[-1] == str(tmp_path / 'two')  # as without --ray
+    one, two = frames_of(tmp_path / "one"), frames_of(tmp_path / "two")
+    assert one.shape == two.shape == (9, 64, 64, 3) and np.abs(one - two).max() <= 1 / 255
+    assert np.abs(one[1:] - one[:1]).max() > 4 / 255  # the frames differ: the comparison can fail
+    assert (tmp_path / "two_sheet.png").is_file()
+    # The same job from a batch line: its chunks went to both workers.
+    jobs = write_jobs(tmp_path / "jobs.jsonl", {"id": "long", "prompt": "a red circle", "model": str(tiny_model_dir),
+                                                "size": "64x64", "steps": 3, "frames": 9, "chunk_size": 4, "seed": 6})
+    actors = []
+    outcome = run_batch(jobs, tmp_path / "out", fmt="frames", ray="auto", workers=2, progress=False,
+                        events=lambda kind, task, actor: actors.append((task.kind, actor)))
+    assert outcome.exit_code == 0 and [kind for kind, _ in actors] == ["anchor", "part", "part", "part"]
+    assert len({id(actor) for _, actor in actors[1:]}) == 2 and len(manifest(tmp_path / "out")["long"]["workers"]) == 2
+    assert np.abs(frames_of(tmp_path / "out" / "long") - one).max() <= 1 / 255
+
+
+def test_more_than_the_cluster_holds_is_a_clear_error(ray_cluster, tmp_path, jobs_file, monkeypatch, capsys):
+    monkeypatch.setattr(distributed, "WAIT_S", 0.5)
+    with pytest.raises(UserError, match=r"fits 0 worker\(s\) of 1 GPU"):
+        run_batch(jobs_file, tmp_path / "out", ray="auto", gpus_per_worker=1, progress=False)
+    assert run(["batch", str(jobs_file), "-o", str(tmp_path / "out"), "--ray", "auto", "--workers", "3"]) == 2
+    assert "fits 2 worker(s)" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "manifest.jsonl").exists()
