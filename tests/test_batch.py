@@ -297,7 +297,7 @@ def run_split(jobs, out, groups):
 
     out.mkdir()
     collector = Collector(lambda job: (out / job.id, None), split=lambda job: groups)
-    assert run_local(jobs, collector, Recording())
+    assert run_local(jobs, collector, Recording()) is None  # ran to the end
     assert not collector.failed, collector.failed
     return tasks
 
@@ -319,7 +319,7 @@ def test_a_job_rendered_in_parts_equals_the_whole(tmp_path, model, tiny_controln
     assert [t[2] for t in tasks if t[0] == "c"] == groups
     (tmp_path / "whole").mkdir()
     whole = Collector(lambda job: (tmp_path / "whole" / job.id, None))
-    assert run_local(jobs, whole)
+    assert run_local(jobs, whole) is None
     for job in jobs:
         parts, full = frames_of(tmp_path / "parts" / job.id), frames_of(tmp_path / "whole" / job.id)
         assert parts.shape == full.shape == (6, *full.shape[1:])
