@@ -150,6 +150,7 @@ def main() -> None:
               help="Output: .mp4, .webm, .gif, or a folder (frames/) of numbered PNGs.")
 @click.option("--sheet", is_flag=True, help="Also write a contact sheet PNG of the frames beside the video.")
 @click.option("--dry-run", is_flag=True, help="Print the estimated peak memory and work, load nothing, write nothing.")
+@click.option("--force", is_flag=True, help="Run even when the memory estimate says the run will not fit.")
 @ray_options
 def generate(prompt: str, model: str | None, model_config: str | None, negative: str, prompt_2: str | None,
              negative_2: str | None, guidance_rescale: float, frames: int, steps: int | None,
@@ -157,7 +158,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
              t1: int | None, chunk_size: int | None, no_cross_frame_attention: bool, no_motion: bool,
              smoothing: float | None, fps: float, scheduler: str | None, timestep_spacing: str | None,
              device: str, dtype: str, lora: tuple[str, ...], allow_pickle: bool, compat: str, output: str,
-             sheet: bool, dry_run: bool, **speed: Any) -> int | None:
+             sheet: bool, dry_run: bool, force: bool, **speed: Any) -> int | None:
     """Generate a video from PROMPT (an empty prompt is unconditional)."""
     if wants_ray(speed) and not dry_run:
         from .distributed import run_command
@@ -190,13 +191,12 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
         check_file_path(sheet_path(output), "contact sheet")
     check_dtype_name(dtype)
     _check_speed(speed, device)
+    chunk_size = _plan(dict(model=model, config=model_config, mode="generate", frames=frames,
+                            size=(width, height) if size else None, steps=steps, guidance=guidance,
+                            chunk_size=chunk_size, device=device, dtype=dtype, scheduler=scheduler),
+                       force=force, dry_run=dry_run, allow_pickle=allow_pickle)
     if dry_run:
-        from .plan import plan_run
-
-        click.echo(plan_run(model, model_config, mode="generate", frames=frames, size=(width, height) if size else None,
-                            steps=steps, guidance=guidance, chunk_size=chunk_size, device=device, dtype=dtype,
-                            scheduler=scheduler).describe())
-        return
+        return None
     _quiet_libraries()
 
     import torch
@@ -250,6 +250,7 @@ def _video_input_options(fn: Any) -> Any:
         click.option("--sheet", is_flag=True, help="Also write a contact sheet: input, condition and output rows."),
         click.option("--dry-run", is_flag=True,
                      help="Print the estimated peak memory and work, load no weights, write nothing."),
+        click.option("--force", is_flag=True, help="Run even when the memory estimate says the run will not fit."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -281,14 +282,41 @@ def _load_clip(input_video: str, o: dict[str, Any], steps: int | None = None) ->
     return fit_resolution(frames, o["resolution"]), check_fps(o["fps"] or fps or CLIP["fps"])
 
 
-def _print_plan(mode: str, frames: Any, steps: int, guidance: float, o: dict[str, Any], **extra: Any) -> None:
-    """--dry-run of a video-to-video command: the input clip sets the frame count and size."""
-    from .plan import plan_run
-
+def _plan_clip(mode: str, frames: Any, steps: int, guidance: float, o: dict[str, Any], **extra: Any) -> int | None:
+    """`_plan` of a video-to-video command: the input clip sets the frame count and size."""
     height, width = frames.shape[1:3]
-    click.echo(plan_run(o["model"], None, mode=mode, frames=len(frames), size=(width, height), steps=steps,
-                        guidance=guidance, chunk_size=o["chunk_size"], device=o["device"], dtype=o["dtype"],
-                        scheduler=o["scheduler"], **extra).describe())
+    return _plan(dict(model=o["model"], config=None, mode=mode, frames=len(frames), size=(width, height), steps=steps,
+                      guidance=guidance, chunk_size=o["chunk_size"], device=o["device"], dtype=o["dtype"],
+                      scheduler=o["scheduler"], **extra),
+                 force=o["force"], dry_run=o["dry_run"], allow_pickle=o["allow_pickle"], size_option="--resolution")
+
+
+def _plan(run: dict[str, Any], *, force: bool, dry_run: bool, allow_pickle: bool,
+          size_option: str = "--size") -> int | None:
+    """Before any weights load: check the model and estimate the run (`t2vzero.plan`); with --dry-run print the
+    estimate and whether it fits, else refuse a run that cannot fit (unless --force) and return the chunk size
+    to run with."""
+    import os
+
+    from .models import check_model
+    from .plan import available_memory, fit, plan_run
+
+    check_model(run["model"], allow_pickle=allow_pickle, config=run["config"])
+    plan = plan_run(run.pop("model"), run.pop("config"), **run)
+    threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    if dry_run:
+        click.echo(plan.describe())
+    try:
+        decision = fit(plan, available=available_memory(plan.device), force=force, threads=threads,
+                       size_option=size_option)
+    except UserError as refusal:
+        if not dry_run:
+            raise
+        click.echo(f"it would be refused: {refusal}")
+        return plan.chunk_size
+    for note in decision.notes:
+        click.echo(note, err=not dry_run)
+    return decision.chunk_size
 
 
 def _finish(result: Any, o: dict[str, Any], fps: float, rows: list[Any]) -> None:
@@ -345,9 +373,10 @@ def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditi
     if len(kinds) != len(controlnets):
         raise UserError(f"{len(kinds)} conditions for {len(controlnets)} ControlNets; give one per --controlnet")
     frames, fps = _load_clip(input_video, o, steps)
+    o["chunk_size"] = _plan_clip("control", frames, steps, guidance, o,
+                                 controlnets=[parse_lora(spec)[0] for spec in controlnets])
     if o["dry_run"]:
-        _print_plan("control", frames, steps, guidance, o, controlnets=[parse_lora(spec)[0] for spec in controlnets])
-        return
+        return None
     maps = []
     for kind in kinds:
         if kind in ANNOTATORS:
@@ -399,9 +428,9 @@ def edit(input_video: str, instruction: str, steps: int, guidance: float, image_
         raise UserError(f"steps must be at least 1 (got {steps}); e.g. --steps 50")
     check_finite({"--guidance": guidance, "--image-guidance": image_guidance})
     frames, fps = _load_clip(input_video, o, steps)
+    o["chunk_size"] = _plan_clip("edit", frames, steps, guidance, o, image_guidance=image_guidance)
     if o["dry_run"]:
-        _print_plan("edit", frames, steps, guidance, o, image_guidance=image_guidance)
-        return
+        return None
     _quiet_libraries()
     import torch
 

@@ -26,7 +26,7 @@ from .errors import UserError
 
 # Command parameters that belong to the run rather than to one job: where outputs go (batch names
 # them), the dry run, and how the work is spread (--ray and its options).
-RUN_PARAMS = frozenset({"output", "sheet", "dry_run", "ray", "workers", "gpus_per_worker", "cpus_per_worker",
+RUN_PARAMS = frozenset({"output", "sheet", "dry_run", "force", "ray", "workers", "gpus_per_worker", "cpus_per_worker",
                         "max_retries"})
 ARGUMENT_KEYS = {"prompt": "prompt", "instruction": "prompt", "input_video": "input"}
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

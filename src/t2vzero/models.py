@@ -170,29 +170,44 @@ def _single_file_kind(path: Path) -> str | None:
 
 def _load_pipeline(model: str, allow_pickle: bool, config: str | None, torch_dtype: Any) -> Any:
     path = Path(model).expanduser()
+    check_model(model, allow_pickle=allow_pickle, config=config)
     cls = _pipeline_class(model, path)
     common: dict[str, Any] = {dtype_keyword(): torch_dtype}
     if "safety_checker" in inspect.signature(cls.__init__).parameters:
         common.update(safety_checker=None, requires_safety_checker=False)
+    if path.is_file():
+        if config is not None and Path(config).expanduser().is_dir():  # the config folder names the architecture
+            cls = _pipeline_class(config, Path(config).expanduser())
+        return cls.from_single_file(str(path), config=config, **common)
+    return cls.from_pretrained(str(path) if path.is_dir() else model, use_safetensors=None if allow_pickle else True,
+                               **common)
+
+
+def check_model(model: str | None, *, allow_pickle: bool = False, config: str | None = None) -> None:
+    """What can be told of a model before loading it: it exists (or is a hub id), a folder is in the diffusers
+    layout, a file is a checkpoint whose architecture its tensor names (or `config`) tell, no pickle weights
+    unless allowed. Each problem is a one-line UserError."""
+    if model is None:
+        return
+    path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise UserError(f"{path} is not a Stable Diffusion checkpoint in the diffusers layout "
                             "(no model_index.json); give a diffusers folder, a .safetensors file or a hub id")
         _check_pickle(path, allow_pickle)
-        return cls.from_pretrained(str(path), use_safetensors=None if allow_pickle else True, **common)
-    if path.is_file():
+    elif path.is_file():
         _check_pickle(path, allow_pickle)
         if path.suffix.lower() != ".safetensors" and path.suffix.lower() not in PICKLE_SUFFIXES:
             raise UserError(f"{path} is not a Stable Diffusion checkpoint (expected a .safetensors file or a folder)")
-        if config is not None and Path(config).expanduser().is_dir():  # the config folder names the architecture
-            cls = _pipeline_class(config, Path(config).expanduser())
-        elif config is None and path.suffix.lower() == ".safetensors" and _single_file_kind(path) is None:
+        kind = _single_file_kind(path)
+        if kind == "unreadable":
+            raise UserError(f"could not load {path} as a Stable Diffusion checkpoint: its safetensors header is not "
+                            "readable (a truncated or corrupt file?)")
+        if config is None and path.suffix.lower() == ".safetensors" and kind is None:
             raise UserError(f"cannot tell the architecture of {path} from its tensor names (neither SD nor SDXL "
                             "layout); pass --config with a diffusers folder of its architecture")
-        return cls.from_single_file(str(path), config=config, **common)
-    if _HUB_ID.match(model) and not model.startswith((".", "~")):
-        return cls.from_pretrained(model, use_safetensors=None if allow_pickle else True, **common)
-    raise UserError(f"model {model} does not exist; give a diffusers folder, a .safetensors file or a hub id")
+    elif not _HUB_ID.match(model) or model.startswith((".", "~")):
+        raise UserError(f"model {model} does not exist; give a diffusers folder, a .safetensors file or a hub id")
 
 
 def load_components(model: str | Path | None = None, *, device: str | None = None, dtype: str | None = None,

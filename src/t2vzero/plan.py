@@ -3,11 +3,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import UserError
 from .estimate import Estimate
+
+GIB = 2**30
+# The estimate reads 0.7-1.0 of measured peaks (benchmarks/estimate.py): a run must fit with this margin.
+MARGIN = 1.25
+# Frames larger than this many times the model's native area get a time warning on a CPU.
+FAR_ABOVE_NATIVE = 4
 
 
 @dataclass(frozen=True)
@@ -22,11 +29,118 @@ class Plan:
     device: str
     estimate: Estimate | None
     missing: str = ""
+    native: tuple[int, int] | None = None  # the model's own (width, height)
+    # The estimate at another chunk size or size (width, height): what `fit` tries.
+    reestimate: Callable[[int | None, tuple[int, int]], Estimate] | None = field(default=None, compare=False,
+                                                                                 repr=False)
 
     def describe(self) -> str:
         head = f"{self.width}x{self.height}, {self.frames} frames, chunk {self.chunk_size or self.frames}, " \
                f"{self.dtype} on {self.device}"
         return f"{head}: {self.estimate.describe()}" if self.estimate else f"{head}: cannot estimate: {self.missing}"
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes a run may still use on `device`: free VRAM on CUDA; on the CPU the kernel's available memory,
+    within this process's cgroup limit if it has one; None when it cannot be told (MPS shares system memory)."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    if device != "cpu":
+        return None
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        free = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            free = min(free, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What `fit` decided: the chunk size to run with, and lines to tell the user (warnings, notes)."""
+
+    chunk_size: int | None
+    notes: list[str]
+
+
+def fit(plan: Plan, *, available: int | None, force: bool = False, threads: int = 1, chunk_option: str = "--chunk-size",
+        size_option: str = "--size") -> Fit:
+    """Decide before any weights load whether the run can finish: the estimated peak (with a margin) must fit in
+    `available` bytes. A run without a chunk size gets the largest one that fits, said in a note; a run that
+    cannot fit is refused, naming the estimate, what is free and the chunk size or size that would fit, unless
+    `force`. On a CPU, frames far above the model's native size add a warning with a rough time."""
+    notes: list[str] = []
+    est = plan.estimate
+    if est is None:
+        return Fit(plan.chunk_size, [f"warning: cannot estimate the memory this run needs ({plan.missing}); "
+                                     "running anyway"])
+    chunk = plan.chunk_size
+    if available is not None and est.peak * MARGIN > available:
+        fitting = _fitting_chunk(plan, available)
+        if force:
+            notes.append(f"warning: this run needs about {_gib(est.peak)} but {_gib(available)} are free on "
+                         f"{plan.device}; running anyway (--force)")
+        elif chunk is None and fitting is not None:
+            chunk = fitting
+            notes.append(f"note: {plan.frames} frames at once need about {_gib(est.peak)} but {_gib(available)} "
+                         f"are free on {plan.device}; running in chunks of {chunk} ({chunk_option} {chunk})")
+        else:
+            raise UserError(f"this run needs about {_gib(est.peak)} but {_gib(available)} are free on "
+                            f"{plan.device}; {_what_fits(plan, available, fitting, chunk_option, size_option)}, "
+                            "or --force to run anyway")
+    if plan.device == "cpu" and plan.native is not None:
+        ratio = plan.width * plan.height / (plan.native[0] * plan.native[1])
+        if ratio > FAR_ABOVE_NATIVE:
+            notes.append(f"warning: {plan.width}x{plan.height} is {ratio:.0f}x the model's native "
+                         f"{plan.native[0]}x{plan.native[1]} area; on this CPU expect roughly "
+                         f"{_duration(est.cpu_seconds(threads))} (Ctrl-C stops it)")
+    return Fit(chunk, notes)
+
+
+def _fitting_chunk(plan: Plan, available: int) -> int | None:
+    """The largest chunk size (from 2) at which the run fits, or None."""
+    if plan.reestimate is None or plan.frames < 3:
+        return None
+    for chunk in range(min(plan.chunk_size or plan.frames, plan.frames) - 1, 1, -1):
+        if plan.reestimate(chunk, (plan.width, plan.height)).peak * MARGIN <= available:
+            return chunk
+    return None
+
+
+def _what_fits(plan: Plan, available: int, chunk: int | None, chunk_option: str, size_option: str) -> str:
+    """The change that makes the run fit: a chunk size, else a smaller size at chunk 2, else fewer frames."""
+    if chunk is not None:
+        return f"use {chunk_option} {chunk}"
+    if plan.reestimate is not None:
+        w, h = plan.width, plan.height
+        for step in range(1, 64):
+            scale = 1 - step / 64
+            size = (max(8, int(w * scale) // 8 * 8), max(8, int(h * scale) // 8 * 8))
+            if plan.reestimate(2 if plan.frames > 2 else None, size).peak * MARGIN <= available:
+                value = f"{size[0]}x{size[1]}" if size_option == "--size" else str(max(size))
+                chunked = f" with {chunk_option} 2" if plan.frames > 2 else ""
+                return f"use {size_option} {value}{chunked}"
+    return "use fewer frames or a smaller model"
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+def _duration(seconds: float) -> str:
+    for unit, length in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * length:
+            return f"{seconds / length:.0f} {unit}"
+    return f"{seconds:.0f} seconds"
 
 
 def guidance_groups(mode: str, guidance: float, image_guidance: float | None = None) -> int:
@@ -66,8 +180,12 @@ def plan_run(model: str | None, config: str | None, *, mode: str, frames: int, s
     for spec in controlnets:
         net_config, count = controlnet_plan(spec)
         nets.append((net_config or unet_config, count))  # a ControlNet mirrors the UNet's down path
-    est = estimate_run(unet_config, vae_config, checkpoint_elements(model or DEFAULT_MODEL_DIR), height=height,
-                       width=width, frames=frames, chunk_size=chunk_size,
-                       groups=guidance_groups(mode, guidance, image_guidance), videos=1, steps=steps, dtype=name,
-                       controlnets=nets)
-    return Plan(width, height, frames, chunk_size, name, dev, est)
+    elements = checkpoint_elements(model or DEFAULT_MODEL_DIR)
+    groups = guidance_groups(mode, guidance, image_guidance)
+
+    def reestimate(chunk: int | None, size: tuple[int, int]) -> Estimate:
+        return estimate_run(unet_config, vae_config, elements, height=size[1], width=size[0], frames=frames,
+                            chunk_size=chunk, groups=groups, videos=1, steps=steps, dtype=name, controlnets=nets)
+
+    return Plan(width, height, frames, chunk_size, name, dev, reestimate(chunk_size, (width, height)),
+                native=(native_w, native_h), reestimate=reestimate)
