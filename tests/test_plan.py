@@ -50,6 +50,8 @@ def test_frames_far_above_the_native_size_warn_with_a_rough_time(tiny_model_dir)
     notes = fit(p, available=None, threads=2).notes
     assert len(notes) == 1 and "512x512 is 64x the model's native 64x64 area; on this CPU expect roughly" in notes[0]
     assert fit(plan(tiny_model_dir, size=(128, 128)), available=None).notes == []  # 4x: not far above
+    long = fit(plan(tiny_model_dir, frames=100000, steps=50), available=None, threads=2).notes
+    assert len(long) == 1 and long[0].startswith("warning: 100000 frames at 64x64: on this CPU expect roughly")
     assert p.estimate.cpu_seconds(2) == pytest.approx(p.estimate.cpu_seconds(1) / 2)
     assert p.estimate.flops > 50 * plan(tiny_model_dir, frames=8, steps=50).estimate.flops  # 64x the area
 

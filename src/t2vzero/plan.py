@@ -15,6 +15,7 @@ GIB = 2**30
 MARGIN = 1.25
 # Frames larger than this many times the model's native area get a time warning on a CPU.
 FAR_ABOVE_NATIVE = 4
+LONG_RUN_S = 3600  # and any CPU run estimated to take longer than this
 
 
 @dataclass(frozen=True)
@@ -97,12 +98,14 @@ def fit(plan: Plan, *, available: int | None, force: bool = False, threads: int 
             raise UserError(f"this run needs about {_gib(est.peak)} but {_gib(available)} are free on "
                             f"{plan.device}; {_what_fits(plan, available, fitting, chunk_option, size_option)}, "
                             "or --force to run anyway")
-    if plan.device == "cpu" and plan.native is not None:
-        ratio = plan.width * plan.height / (plan.native[0] * plan.native[1])
+    if plan.device == "cpu":
+        ratio = plan.width * plan.height / (plan.native[0] * plan.native[1]) if plan.native else 1.0
+        expect = f"on this CPU expect roughly {_duration(est.cpu_seconds(threads))} (Ctrl-C stops it)"
         if ratio > FAR_ABOVE_NATIVE:
             notes.append(f"warning: {plan.width}x{plan.height} is {ratio:.0f}x the model's native "
-                         f"{plan.native[0]}x{plan.native[1]} area; on this CPU expect roughly "
-                         f"{_duration(est.cpu_seconds(threads))} (Ctrl-C stops it)")
+                         f"{plan.native[0]}x{plan.native[1]} area; {expect}")
+        elif est.cpu_seconds(threads) > LONG_RUN_S:
+            notes.append(f"warning: {plan.frames} frames at {plan.width}x{plan.height}: {expect}")
     return Fit(chunk, notes)
 
 
