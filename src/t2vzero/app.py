@@ -7,6 +7,7 @@ models only from an allow-list (dropdowns, never typed paths), outputs in a priv
 from __future__ import annotations
 
 import atexit
+import inspect
 import os
 import shutil
 import signal
@@ -31,6 +32,7 @@ class AppConfig:
     max_seconds: float = 10.0
     device: str = "auto"
     dtype: str = "auto"
+    concurrency: int | None = None  # generations at once; None: what the device's memory allows (1 on a CPU)
 
 
 class Runner:
@@ -38,6 +40,7 @@ class Runner:
 
     def __init__(self, config: AppConfig, workdir: Path) -> None:
         self.config, self.workdir, self._cache = config, workdir, {}
+        self._loading = threading.Lock()  # concurrent requests for one model load it once
 
     def choices(self) -> list[str]:
         return [BUILT_IN, *self.config.models]
@@ -51,10 +54,11 @@ class Runner:
         if lora and lora not in self.config.loras:
             raise UserError(f"LoRA {lora!r} is not on this server's allow-list")
         key = (name, lora or None, float(lora_scale) if lora else None)
-        if key not in self._cache:
-            loras = [(lora, float(lora_scale))] if lora else []
-            self._cache[key] = TextToVideoZero.from_pretrained(None if name == BUILT_IN else name, lora=loras,
-                                                               device=self.config.device, dtype=self.config.dtype)
+        with self._loading:
+            if key not in self._cache:
+                loras = [(lora, float(lora_scale))] if lora else []
+                self._cache[key] = TextToVideoZero.from_pretrained(None if name == BUILT_IN else name, lora=loras,
+                                                                   device=self.config.device, dtype=self.config.dtype)
         return self._cache[key]
 
     def controlnet(self, name: str) -> Any:
@@ -64,15 +68,19 @@ class Runner:
         if name not in self.config.controlnets:
             raise UserError(f"ControlNet {name!r} is not on this server's allow-list")
         key = ("controlnet", name)
-        if key not in self._cache:
-            self._cache[key] = load_controlnet(name, device=self.config.device, dtype=self.config.dtype)[0]
+        with self._loading:
+            if key not in self._cache:
+                self._cache[key] = load_controlnet(name, device=self.config.device, dtype=self.config.dtype)[0]
         return self._cache[key]
 
     def clip(self, upload: str | None, every: int, max_frames: int | None, resolution: int,
              start: float | None = None, end: float | None = None, fps: float | None = None) -> tuple[Any, float]:
         from .errors import UserError
         from .inputs import fit_resolution, load_clip
+        from .video import check_fps
 
+        if fps:
+            check_fps(float(fps))  # before any work, not after generating
         if not upload:
             raise UserError("upload a video first")
         if os.path.getsize(upload) > self.config.max_upload_mb * 2**20:
@@ -110,14 +118,24 @@ def build(runner: Runner) -> Any:
                 return fn(*args)
             except UserError as exc:
                 raise gr.Error(str(exc)) from None
+            except (TypeError, ValueError, OverflowError) as exc:  # a value the form let through, e.g. no number
+                raise gr.Error(f"invalid input: {str(exc).strip().splitlines()[0]}") from None
+        # The API Gradio derives from the function (gradio_client's api_name and keyword arguments) is `fn`'s.
+        run.__name__ = fn.__name__
+        own = inspect.signature(run).parameters["progress"]
+        run.__signature__ = inspect.signature(fn).replace(parameters=[*inspect.signature(fn).parameters.values(),
+                                                                      own])
         return run
 
     def text_to_video(model, prompt, negative, frames, steps, guidance, seed, width, height, dx, dy, t0, t1,
                       chunk, no_cfa, no_motion, smoothing, fps, scheduler, spacing, compat, lora, lora_scale):
+        from .video import check_fps
+
+        check_fps(float(fps))  # before any work, not after generating
         pipe = runner.pipe(model, lora, lora_scale)
         result = pipe(prompt, negative_prompt=negative, video_length=int(frames),
                       num_inference_steps=int(steps) or None,
-                      guidance_scale=guidance or None, generator=torch.Generator().manual_seed(int(seed)),
+                      guidance_scale=guidance or None, generator=torch.Generator().manual_seed(check_seed(seed)),
                       width=int(width) or None, height=int(height) or None,
                       motion=(0.0, 0.0) if no_motion else ((dx, dy) if dx is not None and dy is not None else None),
                       t0=None if t0 is None else int(t0), t1=None if t1 is None else int(t1),
@@ -138,7 +156,7 @@ def build(runner: Runner) -> Any:
         pipe = runner.pipe(model, lora, lora_scale)
         result = pipe.control(prompt, [maps], [runner.controlnet(controlnet)], scales=[scale], negative_prompt=negative,
                               num_inference_steps=int(steps), guidance_scale=guidance, chunk_size=int(chunk) or None,
-                              generator=torch.Generator().manual_seed(int(seed)), compat=compat,
+                              generator=torch.Generator().manual_seed(check_seed(seed)), compat=compat,
                               scheduler=scheduler or None, timestep_spacing=spacing or None)
         return runner.save(result, [frames, maps], out_fps)
 
@@ -148,7 +166,7 @@ def build(runner: Runner) -> Any:
         pipe = runner.pipe(model, lora, lora_scale)
         result = pipe.edit(instruction, frames, negative_prompt=negative, num_inference_steps=int(steps),
                            guidance_scale=guidance, image_guidance_scale=image_guidance, chunk_size=int(chunk) or None,
-                           generator=torch.Generator().manual_seed(int(seed)), compat=compat,
+                           generator=torch.Generator().manual_seed(check_seed(seed)), compat=compat,
                            scheduler=scheduler or None, timestep_spacing=spacing or None)
         return runner.save(result, [frames], out_fps)
 
@@ -245,6 +263,30 @@ def build(runner: Runner) -> Any:
     return demo
 
 
+def check_seed(seed: Any) -> int:
+    """A seed a CPU torch.Generator takes."""
+    from .errors import UserError
+
+    if seed is None or not float(seed).is_integer() or not -(2**63) <= int(seed) < 2**64:
+        raise UserError(f"seed must be a whole number from -2^63 to 2^64 - 1, got {seed}")
+    return int(seed)
+
+
+def default_concurrency(config: AppConfig) -> int:
+    """Generations at once: on a GPU as many as its free memory holds by the run estimate (the weights once, one
+    run's activations and frames each) for the first allowed model at its native size; 1 on a CPU, where
+    parallel runs only share the same cores."""
+    from .plan import available_memory, plan_run
+
+    plan = plan_run(config.models[0] if config.models else None, None, mode="generate", frames=8, size=None,
+                    steps=None, guidance=None, chunk_size=None, device=config.device, dtype=config.dtype)
+    free = available_memory(plan.device)
+    if plan.device == "cpu" or plan.estimate is None or free is None:
+        return 1
+    est = plan.estimate
+    return max(1, int((free / 1.25 - est.weights) // max(1, est.peak - est.weights)))
+
+
 def serve(config: AppConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Build and launch; the private temp dir (Gradio's cache included) goes when the server stops."""
     workdir = Path(tempfile.mkdtemp(prefix="t2vzero-app-"))
@@ -252,9 +294,20 @@ def serve(config: AppConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
     os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     demo = build(Runner(config, workdir))
-    demo.queue(default_concurrency_limit=1)
-    if threading.current_thread() is threading.main_thread():  # `kill` (SIGTERM) must still clean up workdir
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    concurrency = config.concurrency or default_concurrency(config)
+    demo.queue(default_concurrency_limit=concurrency)
+    print(f"t2vzero app: {concurrency} generation(s) at once; more requests wait in the queue", file=sys.stderr)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM/SIGHUP (idle or mid-generation): remove the private folder and end at once. Unwinding the main
+        # thread while a worker thread is inside torch aborts the interpreter ("terminate called without an
+        # active exception"), so the process exits without that.
+        def stop(signum: int, _frame: Any) -> None:
+            shutil.rmtree(workdir, ignore_errors=True)
+            print(f"t2vzero app: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+
+        for caught in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(caught, stop)
     try:
         demo.launch(server_name=host, server_port=port, max_file_size=f"{config.max_upload_mb}mb", ssr_mode=False,
                     show_error=True, quiet=True)

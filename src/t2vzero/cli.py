@@ -520,9 +520,10 @@ def evaluate(videos: tuple[str, ...], prompt: str | None, source: str | None, cl
               show_default=True, help="Longest input clip.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Generations at once [default: what the device's memory allows; 1 on a CPU].")
 def app(host: str, port: int, models: tuple[str, ...], controlnets: tuple[str, ...], loras: tuple[str, ...],
-        max_upload_mb: int,
-        max_seconds: float, device: str, dtype: str) -> None:
+        max_upload_mb: int, max_seconds: float, device: str, dtype: str, concurrency: int | None) -> None:
     """Serve the web app (Gradio): text→video, ControlNet video, editing."""
     from .models import check_dtype_name
 
@@ -534,8 +535,8 @@ def app(host: str, port: int, models: tuple[str, ...], controlnets: tuple[str, .
     except ImportError as exc:
         raise UserError(f"the app needs gradio ({exc.name} is missing): pip install 't2vzero[app]'") from None
     _quiet_libraries()
-    serve(AppConfig(list(models), list(controlnets), list(loras), max_upload_mb, max_seconds, device, dtype), host,
-          port)
+    serve(AppConfig(list(models), list(controlnets), list(loras), max_upload_mb, max_seconds, device, dtype,
+                    concurrency), host, port)
 
 
 def _quiet_libraries() -> None:
