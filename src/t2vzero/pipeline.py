@@ -145,3 +145,26 @@ class TextToVideoZero:
         from .modes.video2video import edit_video
 
         return edit_video(self.components, instruction, frames, **kwargs)
+
+    def animate(self, image: Any, prompt: str | list[str] = "", *, chunk_size: int | None = None,
+                progress: bool = True, **kwargs: Any) -> VideoOutput:
+        """Image-to-video: frame 1 is `image` ((H, W, 3) uint8 or PIL, sides multiples of the VAE factor),
+        frames 2..N move by `motion`; see `t2vzero.modes.image2video`. Takes `__call__`'s generation
+        arguments (None: the model's defaults, then the paper's); the size is the image's."""
+        from .generate import vae_factor
+        from .modes.image2video import check_image, image_to_video
+
+        arr = check_image(image, vae_factor(self.components["vae"]))
+        if "cross_frame_attention" in kwargs:
+            kwargs["cross_frame"] = kwargs.pop("cross_frame_attention")
+        kwargs.setdefault("height", arr.shape[0])
+        kwargs.setdefault("width", arr.shape[1])
+        return image_to_video(self.components, arr, prompt, chunk_size=chunk_size, progress=progress,
+                              **self.generation_args(**kwargs))
+
+    def restyle(self, prompt: str, frames: Any, **kwargs: Any) -> VideoOutput:
+        """Restyle (F, H, W, 3) uint8 frames by `prompt` (SDEdit at `strength`, one shared noise, cross-frame
+        attention; optional `controlnets` with `conditions`); see `t2vzero.modes.video2video.restyle_video`."""
+        from .modes.video2video import restyle_video
+
+        return restyle_video(self.components, prompt, frames, **kwargs)
