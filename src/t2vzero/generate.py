@@ -325,7 +325,7 @@ def encode_images(vae: Any, images: np.ndarray, dtype: torch.dtype, batch_size: 
     """
     encoder = _float32_copy(vae) if force_upcast and vae.dtype in (torch.float16, torch.bfloat16) else vae
     device = execution_device(vae)
-    pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    pixels = torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     latents = [encoder.encode(pixels[i:i + batch_size].to(device=device, dtype=encoder.dtype)).latent_dist.mode()
                for i in range(0, len(pixels), batch_size)]
     return (torch.cat(latents) * vae.config.scaling_factor).to(dtype)

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .checks import check_strength
 from .defaults import TEXT_TO_VIDEO
 from .errors import UserError
 
@@ -160,10 +161,7 @@ def strength_start(num_inference_steps: int, strength: float, order: int = 1) ->
     img2img counts them); S = 1 runs all N. Returns the position in the scheduler's timesteps (steps
     × `order`: second-order samplers list two entries per step).
     """
-    if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0.0 < strength <= 1.0:
-        raise UserError(f"strength must be in (0, 1] (0.7: keep layout, change style; 1: from pure noise), "
-                        f"got {strength}")
-    steps = min(int(num_inference_steps * float(strength) + 1e-9), num_inference_steps)
+    steps = min(int(num_inference_steps * check_strength(strength) + 1e-9), num_inference_steps)
     if steps < 1:
         raise UserError(f"strength {strength} of {num_inference_steps} steps runs no step; raise --strength or --steps")
     return (num_inference_steps - steps) * max(1, int(order))
