@@ -607,7 +607,7 @@ def evaluate(videos: tuple[str, ...], prompt: str | None, source: str | None, cl
 def app(host: str, port: int, models: tuple[str, ...], controlnets: tuple[str, ...], loras: tuple[str, ...],
         max_upload_mb: int,
         max_seconds: float, device: str, dtype: str) -> None:
-    """Serve the web app (Gradio): text→video, ControlNet video, editing."""
+    """Serve the web app (Gradio): text→video, image→video, ControlNet video, editing, restyling."""
     from .models import check_dtype_name
 
     check_dtype_name(dtype)
