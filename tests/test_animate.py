@@ -200,3 +200,13 @@ def test_animate_takes_a_pil_image(tiny, latent_output):
     a = pipe.animate(Image.fromarray(image), generator=seeded(5), progress=False, **KW).frames
     b = pipe.animate(image, generator=seeded(5), progress=False, **KW).frames
     assert np.array_equal(a, b)
+
+
+def test_the_two_phases_of_animate_run_apart(tiny, latent_output):
+    pipe = TextToVideoZero(**tiny)
+    image = square_image()
+    whole = pipe.animate(image, "a red square", generator=seeded(6), progress=False, **KW).frames
+    anchor = pipe.anchor("a red square", image=image, generator=seeded(6), **KW)
+    assert anchor.size == (64, 64) and anchor.first_frame_path is not None
+    first, rest = pipe.render(anchor, [0, 1]).frames, pipe.render(anchor, [2, 3]).frames
+    assert np.abs(np.concatenate([first, rest], axis=1) - whole).max() <= 1e-5 * np.abs(whole).max()

@@ -118,14 +118,23 @@ class TextToVideoZero:
         return text_to_video(self.components, prompt, chunk_size=chunk_size, background_smoothing=background_smoothing,
                              foreground_masks=foreground_masks, progress=progress, **args)
 
-    def anchor(self, prompt: str | list[str], **kwargs: Any) -> Any:
+    def anchor(self, prompt: str | list[str], *, image: Any = None, **kwargs: Any) -> Any:
         """Phase 1 alone (frame 1 to t1 and t0, every frame's noise): an `Anchor` for `render`.
 
-        Takes `__call__`'s generation arguments (not chunking, smoothing or progress)."""
+        Takes `__call__`'s generation arguments (not chunking, smoothing or progress); with `image`,
+        `animate`'s first phase (frame 1 is the image, inverted; the size is the image's)."""
         from .modes.text2video import anchor_pass
 
         if "cross_frame_attention" in kwargs:
             kwargs["cross_frame"] = kwargs.pop("cross_frame_attention")
+        if image is not None:
+            from .generate import vae_factor
+            from .modes.image2video import encode_image
+
+            kwargs["first_frame_latents"] = latents = encode_image(self.components, image)
+            factor = vae_factor(self.components["vae"])
+            kwargs.setdefault("height", latents.shape[-2] * factor)
+            kwargs.setdefault("width", latents.shape[-1] * factor)
         return anchor_pass(self.components, prompt, **self.generation_args(**kwargs))
 
     def render(self, anchor: Any, frame_ids: Any = None, *, chunk_size: int | None = None) -> VideoOutput:
