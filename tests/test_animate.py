@@ -210,3 +210,16 @@ def test_the_two_phases_of_animate_run_apart(tiny, latent_output):
     assert anchor.size == (64, 64) and anchor.first_frame_path is not None
     first, rest = pipe.render(anchor, [0, 1]).frames, pipe.render(anchor, [2, 3]).frames
     assert np.abs(np.concatenate([first, rest], axis=1) - whole).max() <= 1e-5 * np.abs(whole).max()
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_model_outputs_of_every_prediction_type_give_the_noise(kind):
+    from t2vzero.modes.text2video import model_noise
+
+    x0, eps = torch.randn(2, 4, 8, 8, generator=seeded(1)), torch.randn(2, 4, 8, 8, generator=seeded(2))
+    a = 0.3
+    x = a**0.5 * x0 + (1 - a) ** 0.5 * eps
+    output = {"epsilon": eps, "v_prediction": a**0.5 * eps - (1 - a) ** 0.5 * x0, "sample": x0}[kind]
+    assert (model_noise(output, x, a, kind) - eps).abs().max() < 1e-5
+    with pytest.raises(UserError, match="prediction type"):
+        model_noise(output, x, a, "flow")
