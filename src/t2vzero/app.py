@@ -102,7 +102,7 @@ def build(runner: Runner) -> Any:
 
     from .defaults import ANIMATE, CLIP, CONTROL, EDIT, RESTYLE, TEXT_TO_VIDEO
     from .errors import UserError
-    from .inputs import ANNOTATORS, annotate, fit_resolution, match_condition_video
+    from .inputs import ANNOTATORS, annotate, check_image_size, fit_resolution, match_condition_video
     from .schedulers import SCHEDULERS, SPACINGS
 
     def guarded(fn: Any) -> Any:
@@ -157,9 +157,9 @@ def build(runner: Runner) -> Any:
                        chunk, no_motion, fps, scheduler, spacing, lora, lora_scale):
         if image is None:
             raise UserError("upload an image first")
+        picture = check_image_size(np.asarray(image, np.uint8)[..., :3])
         pipe = runner.pipe(model, lora, lora_scale)
-        picture = fit_resolution(np.asarray(image, np.uint8)[None, ..., :3], int(resolution or 0)
-                                 or max(pipe.native_size()))[0]
+        picture = fit_resolution(picture[None], int(resolution or 0) or max(pipe.native_size()))[0]
         result = pipe.animate(picture, prompt, negative_prompt=negative, video_length=int(frames),
                               num_inference_steps=int(steps) or None, guidance_scale=guidance or None,
                               generator=torch.Generator().manual_seed(int(seed)),

@@ -127,7 +127,12 @@ def read_image(path: str | Path) -> np.ndarray:
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{src} is not a readable image ({reason}); give a PNG, JPEG, WebP or BMP file") from None
-    h, w = arr.shape[:2]
+    return check_image_size(arr, f"image {src}")
+
+
+def check_image_size(image: np.ndarray, name: str = "the image") -> np.ndarray:
+    """Refuse an image with a side under 8 pixels (one latent pixel)."""
+    h, w = image.shape[:2]
     if min(h, w) < MIN_IMAGE_SIDE:
-        raise UserError(f"image {src} is {w}x{h}, too small: each side needs at least {MIN_IMAGE_SIDE} pixels")
-    return arr
+        raise UserError(f"{name} is {w}x{h}, too small: each side needs at least {MIN_IMAGE_SIDE} pixels")
+    return image
