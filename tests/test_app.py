@@ -154,3 +154,34 @@ def test_runner_enforces_allow_lists_and_limits(tmp_path, tiny_model_dir):
     frames, fps = runner.clip(str(clip), 2, None, 32, start=0.5, end=1.0)
     assert len(frames) == 2 and fps == pytest.approx(4.0)
     assert runner.clip(str(clip), 1, 4, 32, fps=10.0)[1] == 10.0
+
+
+def test_image_to_video_tab_animates_an_uploaded_image(page, tmp_path):
+    from PIL import Image
+
+    image = np.full((64, 64, 3), (40, 80, 220), np.uint8)
+    image[20:44, 16:40] = (220, 40, 40)
+    Image.fromarray(image).save(tmp_path / "square.png")
+    page.get_by_role("tab", name="Image → video").click()
+    page.locator("#i2v-image input[type=file]").set_input_files(str(tmp_path / "square.png"))
+    page.locator("#i2v-prompt textarea").fill("a red square on a blue background")
+    page.locator("#i2v-generate").click()
+    page.wait_for_function("() => (document.querySelector('#i2v-video video') || {}).duration > 0")
+
+
+def test_restyle_tab_restyles_an_uploaded_clip(page, tmp_path):
+    from clips import moving_square
+    from t2vzero.video import write_video
+
+    clip = moving_square(4, 64, 64, top=20, side=20, left=8, step=6, colour=(220, 40, 40), ground=240)
+    path = write_video(clip, tmp_path / "clip.mp4", fps=4)
+    page.get_by_role("tab", name="Restyle video").click()
+    tab = page.locator("#restyle-tab")
+    tab.locator("#restyle-upload input[type=file]").set_input_files(str(path))
+    tab.locator("#restyle-prompt textarea").fill("a blue square on a white background")
+    tab.get_by_text("advanced").click()
+    resolution = tab.get_by_label("resolution (longer side)")
+    resolution.fill("64")
+    resolution.press("Tab")
+    tab.locator("#restyle-generate").click()
+    page.wait_for_function("() => (document.querySelector('#restyle-video video') || {}).duration > 0")

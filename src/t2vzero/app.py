@@ -103,13 +103,14 @@ class Runner:
 
 
 def build(runner: Runner) -> Any:
-    """The Gradio Blocks: tabs for text→video, ControlNet video and editing."""
+    """The Gradio Blocks: tabs for text→video, image→video, ControlNet video, editing and restyling."""
     import gradio as gr
+    import numpy as np
     import torch
 
-    from .defaults import CLIP, CONTROL, EDIT, TEXT_TO_VIDEO
+    from .defaults import ANIMATE, CLIP, CONTROL, EDIT, RESTYLE, TEXT_TO_VIDEO
     from .errors import UserError
-    from .inputs import ANNOTATORS, annotate, match_condition_video
+    from .inputs import ANNOTATORS, annotate, check_image_size, fit_resolution, match_condition_video
     from .schedulers import SCHEDULERS, SPACINGS
 
     def guarded(fn: Any) -> Any:
@@ -170,15 +171,47 @@ def build(runner: Runner) -> Any:
                            scheduler=scheduler or None, timestep_spacing=spacing or None)
         return runner.save(result, [frames], out_fps)
 
-    def shared_options(video: bool) -> list[Any]:
-        """The options every mode has: clip range and rate (video modes), sampler, compat, an allow-listed LoRA."""
+    def image_to_video(image, model, prompt, negative, frames, steps, guidance, seed, resolution, dx, dy, t0, t1,
+                       chunk, no_motion, fps, scheduler, spacing, lora, lora_scale):
+        if image is None:
+            raise UserError("upload an image first")
+        picture = check_image_size(np.asarray(image, np.uint8)[..., :3])
+        pipe = runner.pipe(model, lora, lora_scale)
+        picture = fit_resolution(picture[None], int(resolution or 0) or max(pipe.native_size()))[0]
+        result = pipe.animate(picture, prompt, negative_prompt=negative, video_length=int(frames),
+                              num_inference_steps=int(steps) or None, guidance_scale=guidance or None,
+                              generator=torch.Generator().manual_seed(int(seed)),
+                              motion=(0.0, 0.0) if no_motion else ((dx, dy) if dx is not None and dy is not None
+                                                                   else None),
+                              t0=None if t0 is None else int(t0), t1=None if t1 is None else int(t1),
+                              chunk_size=int(chunk) or None, scheduler=scheduler or None,
+                              timestep_spacing=spacing or None)
+        return runner.save(result, [picture[None]], float(fps))
+
+    def restyle(upload, model, prompt, strength, controlnet, condition, negative, steps, guidance, scale, seed, every,
+                max_frames, resolution, low, high, chunk, start, end, fps, scheduler, spacing, lora, lora_scale):
+        frames, out_fps = runner.clip(upload, every, max_frames, resolution, start or None, end or None, fps or None)
+        nets = [runner.controlnet(controlnet)] if controlnet else []
+        maps = [annotate(frames, condition, None, low=int(low), high=int(high))] if controlnet else []
+        pipe = runner.pipe(model, lora, lora_scale)
+        result = pipe.restyle(prompt, frames, strength=float(strength), controlnets=nets, conditions=maps,
+                              scales=[scale] * len(nets), negative_prompt=negative, num_inference_steps=int(steps),
+                              guidance_scale=guidance, chunk_size=int(chunk) or None,
+                              generator=torch.Generator().manual_seed(int(seed)), scheduler=scheduler or None,
+                              timestep_spacing=spacing or None)
+        return runner.save(result, [frames, *maps], out_fps)
+
+    def shared_options(video: bool, compat: bool = True) -> list[Any]:
+        """The options every mode has: clip range and rate (video modes), sampler, compat (modes with a diffusers
+        reference), an allow-listed LoRA."""
         extra = []
         if video:
             extra = [gr.Number(value=0, label="start (s)"), gr.Number(value=0, label="end (s, 0: the end)"),
                      gr.Number(value=0, label="fps (0: source fps / every)")]
         sampler = [gr.Dropdown([None, *SCHEDULERS], value=None, label="scheduler (empty: the model's)"),
                    gr.Dropdown([None, *SPACINGS], value=None, label="timestep spacing (empty: the scheduler's)")]
-        return [*extra, *sampler, gr.Dropdown(["t2vzero", "diffusers"], value="t2vzero", label="compat"),
+        modes = [gr.Dropdown(["t2vzero", "diffusers"], value="t2vzero", label="compat")] if compat else []
+        return [*extra, *sampler, *modes,
                 gr.Dropdown([None, *runner.config.loras], value=None, label="LoRA (allow-list)"),
                 gr.Number(value=1.0, label="LoRA scale")]
 
@@ -192,8 +225,9 @@ def build(runner: Runner) -> Any:
                 gr.Number(value=8, precision=0, label="max frames"),
                 gr.Number(value=CLIP["resolution"], precision=0, label="resolution (longer side)")]
 
-    def outputs() -> list[Any]:
-        return [gr.Video(label="video", buttons=["download"]), gr.Image(label="contact sheet", type="filepath")]
+    def outputs(elem_id: str | None = None) -> list[Any]:
+        return [gr.Video(label="video", buttons=["download"], elem_id=elem_id),
+                gr.Image(label="contact sheet", type="filepath")]
 
     with gr.Blocks(title="t2vzero") as demo:
         gr.Markdown("# t2vzero — Text2Video-Zero\nZero-shot video from Stable Diffusion (Khachatryan et al., 2023).")
@@ -228,6 +262,33 @@ def build(runner: Runner) -> Any:
             gr.Examples([[BUILT_IN, p] for p in ("a red circle on a blue background",
                                                  "a yellow triangle on a purple background",
                                                  "a white square on a green background")], [model, prompt])
+        with gr.Tab("Image → video", elem_id="i2v-tab"):
+            a_image = gr.Image(label="image (frame 1)", type="numpy", image_mode="RGB", sources=["upload"],
+                               elem_id="i2v-image")
+            a_model = gr.Dropdown(runner.choices(), value=BUILT_IN, label="model")
+            a_prompt = gr.Textbox(label="prompt (optional)", value=ANIMATE["prompt"], elem_id="i2v-prompt")
+            with gr.Accordion("advanced", open=False):
+                a_negative = gr.Textbox(label="negative prompt", value="")
+                a_frames = gr.Slider(1, 64, value=ANIMATE["video_length"], step=1, label="frames")
+                a_steps = gr.Number(value=0, precision=0,
+                                    label=f"steps (0: the model's, else {ANIMATE['num_inference_steps']})")
+                a_guidance = gr.Number(value=0, label=f"guidance (0: the model's, else {ANIMATE['guidance_scale']})")
+                a_seed = gr.Number(value=0, precision=0, label="seed")
+                a_resolution = gr.Number(value=ANIMATE["resolution"] or 0, precision=0,
+                                         label="resolution, longer side (0: the model's native size)")
+                a_dx = gr.Number(value=None, label=f"motion δx (empty: the model's, else {ANIMATE['motion'][0]:g})")
+                a_dy = gr.Number(value=None, label=f"motion δy (empty: the model's, else {ANIMATE['motion'][1]:g})")
+                a_t0 = gr.Number(value=None, precision=0, label=f"t0 (empty: the model's, else {ANIMATE['t0']})")
+                a_t1 = gr.Number(value=None, precision=0, label=f"t1 (empty: the model's, else {ANIMATE['t1']})")
+                a_chunk = gr.Number(value=0, precision=0, label="chunk size (0: whole video)")
+                a_no_motion = gr.Checkbox(label="no motion")
+                a_fps = gr.Number(value=ANIMATE["fps"], label="fps")
+                a_shared = shared_options(video=False, compat=False)
+            a_go = gr.Button("Animate", variant="primary", elem_id="i2v-generate")
+            a_out = outputs("i2v-video")
+            a_go.click(guarded(image_to_video), [a_image, a_model, a_prompt, a_negative, a_frames, a_steps, a_guidance,
+                                                 a_seed, a_resolution, a_dx, a_dy, a_t0, a_t1, a_chunk, a_no_motion,
+                                                 a_fps, *a_shared], a_out)
         with gr.Tab("ControlNet video"):
             upload = gr.Video(label="input video", sources=["upload"])
             c_model = gr.Dropdown(runner.choices(), value=BUILT_IN, label="model")
@@ -260,6 +321,26 @@ def build(runner: Runner) -> Any:
             e_go = gr.Button("Edit", variant="primary", elem_id="edit-generate")
             e_out = outputs()
             e_go.click(guarded(edit), [e_upload, e_model, instruction, *e_opts, e_chunk, *e_shared], e_out)
+        with gr.Tab("Restyle video", elem_id="restyle-tab"):
+            r_upload = gr.Video(label="input video", sources=["upload"], elem_id="restyle-upload")
+            r_model = gr.Dropdown(runner.choices(), value=BUILT_IN, label="model")
+            r_prompt = gr.Textbox(label="prompt", elem_id="restyle-prompt")
+            r_strength = gr.Slider(0.05, 1.0, value=RESTYLE["strength"], step=0.05,
+                                   label="strength (how much changes; 1: from pure noise)")
+            r_net = gr.Dropdown([None, *runner.config.controlnets], value=None,
+                                label="ControlNet (optional, allow-list)")
+            r_condition = gr.Dropdown(list(ANNOTATORS), value="canny", label="condition")
+            with gr.Accordion("advanced", open=False):
+                r_opts = clip_options(RESTYLE["num_inference_steps"], RESTYLE["guidance_scale"],
+                                      ("ControlNet scale", RESTYLE["controlnet_scale"]))
+                r_low = gr.Number(value=CONTROL["canny_low"], precision=0, label="canny low")
+                r_high = gr.Number(value=CONTROL["canny_high"], precision=0, label="canny high")
+                r_chunk = gr.Number(value=0, precision=0, label="chunk size (0: whole video)")
+                r_shared = shared_options(video=True, compat=False)
+            r_go = gr.Button("Restyle", variant="primary", elem_id="restyle-generate")
+            r_out = outputs("restyle-video")
+            r_go.click(guarded(restyle), [r_upload, r_model, r_prompt, r_strength, r_net, r_condition, *r_opts, r_low,
+                                          r_high, r_chunk, *r_shared], r_out)
     return demo
 
 

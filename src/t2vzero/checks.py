@@ -40,3 +40,11 @@ def check_run_args(*, num_inference_steps: int, chunk_size: int | None, compat: 
         raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {chunk_size}")
     if compat not in COMPAT_MODES:
         raise UserError(f"unknown compat mode {compat!r}; use one of {', '.join(COMPAT_MODES)}")
+
+
+def check_strength(strength: float) -> float:
+    """An SDEdit strength in (0, 1]: how far down the schedule restyling starts (1: from pure noise)."""
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0.0 < strength <= 1.0:
+        raise UserError(f"strength must be in (0, 1] (e.g. 0.7: keep the layout, change the style; 1: from pure "
+                        f"noise), got {strength}")
+    return float(strength)

@@ -13,7 +13,7 @@ import click
 
 from .batch import FORMATS
 from .checks import check_finite
-from .defaults import CLIP, CONTROL, EDIT, TEXT_TO_VIDEO
+from .defaults import ANIMATE, CLIP, CONTROL, EDIT, RESTYLE, TEXT_TO_VIDEO
 from .distributed import ray_options, wants_ray
 from .errors import UserError
 
@@ -34,6 +34,13 @@ def parse_pair(text: str, sep: str, what: str, cast: Any = float) -> tuple[Any, 
 
 
 SEED = click.IntRange(-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
+
+
+def parse_motion_option(motion: str | None, no_motion: bool) -> tuple[float, float] | None:
+    """--motion/--no-motion as the pipeline's `motion`: δ = (DX, DY), zero, or None for the model's default."""
+    if no_motion and motion:
+        raise UserError("--motion and --no-motion contradict each other; give one of them")
+    return (0.0, 0.0) if no_motion else (parse_pair(motion, ",", "motion") if motion else None)
 
 
 def check_prompt_text(prompt: str) -> str:
@@ -172,9 +179,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     check_prompt_text(prompt)
     check_scheduler_args(scheduler, timestep_spacing)
     width, height = parse_pair(size, "x", "size", int) if size else (8, 8)
-    if no_motion and motion:
-        raise UserError("--motion and --no-motion contradict each other; give one of them")
-    delta = (0.0, 0.0) if no_motion else (parse_pair(motion, ",", "motion") if motion else None)
+    delta = parse_motion_option(motion, no_motion)
     check_fps(fps)
     check_finite({"--guidance": guidance})
     _check_single_file_config(model, model_config)
@@ -329,82 +334,120 @@ def _finish(result: Any, o: dict[str, Any], fps: float, rows: list[Any]) -> None
     click.echo(str(path))
 
 
-@main.command()
-@click.argument("input_video")
-@click.argument("prompt")
-@click.option("--controlnet", "controlnets", multiple=True, required=True,
-              help="ControlNet as MODEL[:SCALE] (folder, .safetensors or hub id); repeatable.")
-@click.option("--condition", "conditions", multiple=True,
-              help="Per ControlNet, in order: canny, depth, pose, or a video/folder of precomputed maps "
-              "[default: canny].")
-@click.option("--condition-video", "condition_videos", multiple=True,
-              help="Precomputed condition maps (e.g. a rendered skeleton video); same as --condition PATH.")
-@click.option("--annotator", default=None, help="Folder (or hub id) of controlnet_aux annotator weights.")
-@click.option("--canny-low", type=int, default=CONTROL["canny_low"], show_default=True)
-@click.option("--canny-high", type=int, default=CONTROL["canny_high"], show_default=True)
-@click.option("--steps", type=int, default=CONTROL["num_inference_steps"], show_default=True, help="Denoising steps.")
-@click.option("--guidance", type=float, default=CONTROL["guidance_scale"], show_default=True,
-              help="Classifier-free guidance scale.")
-@_video_input_options
-@ray_options
-def control(input_video: str, prompt: str, controlnets: tuple[str, ...], conditions: tuple[str, ...],
-            condition_videos: tuple[str, ...], annotator: str | None, canny_low: int, canny_high: int, steps: int,
-            guidance: float, **o: Any) -> int | None:
-    """ControlNet video: follow INPUT_VIDEO's edges, depth or pose with PROMPT (paper §4.2)."""
-    if wants_ray(o):
-        from .distributed import run_command
+def _controlnet_options(required: bool) -> Any:
+    """--controlnet and its conditions (control, restyle)."""
 
-        return run_command("control", click.get_current_context().params)
-    from .inputs import ANNOTATORS, annotate, load_clip, match_condition_video
+    def decorate(fn: Any) -> Any:
+        options = [
+            click.option("--controlnet", "controlnets", multiple=True, required=required,
+                         help="ControlNet as MODEL[:SCALE] (folder, .safetensors or hub id); repeatable."),
+            click.option("--condition", "conditions", multiple=True,
+                         help="Per ControlNet, in order: canny, depth, pose, or a video/folder of precomputed maps "
+                         "[default: canny]."),
+            click.option("--condition-video", "condition_videos", multiple=True,
+                         help="Precomputed condition maps (e.g. a rendered skeleton video); same as --condition PATH."),
+            click.option("--annotator", default=None, help="Folder (or hub id) of controlnet_aux annotator weights."),
+            click.option("--canny-low", type=int, default=CONTROL["canny_low"], show_default=True),
+            click.option("--canny-high", type=int, default=CONTROL["canny_high"], show_default=True),
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def _condition_kinds(c: dict[str, Any]) -> list[str]:
+    """One condition per --controlnet (canny by default), checked before any work."""
+    from .inputs import ANNOTATORS
     from .models import parse_lora
 
-    check_prompt_text(prompt)
-    if steps < 1:
-        raise UserError(f"steps must be at least 1 (got {steps}); e.g. --steps 20")
-    check_finite({"--guidance": guidance})
-    for spec in controlnets:
+    for spec in c["controlnets"]:
         parse_lora(spec)  # MODEL[:SCALE] reads like a LoRA spec
-    for kind in conditions:
+    for kind in c["conditions"]:
         if kind not in ANNOTATORS and not Path(kind).exists():
             raise UserError(f"--condition {kind!r} is neither {', '.join(ANNOTATORS)} nor an existing video or "
                             "folder of condition maps")
-    kinds = list(conditions) + list(condition_videos)
-    kinds += ["canny"] * (len(controlnets) - len(kinds))
-    if len(kinds) != len(controlnets):
-        raise UserError(f"{len(kinds)} conditions for {len(controlnets)} ControlNets; give one per --controlnet")
-    frames, fps = _load_clip(input_video, o, steps)
-    o["chunk_size"] = _plan_clip("control", frames, steps, guidance, o,
-                                 controlnets=[parse_lora(spec)[0] for spec in controlnets])
-    if o["dry_run"]:
-        return None
+    kinds = list(c["conditions"]) + list(c["condition_videos"])
+    kinds += ["canny"] * (len(c["controlnets"]) - len(kinds))
+    if len(kinds) != len(c["controlnets"]):
+        raise UserError(f"{len(kinds)} conditions for {len(c['controlnets'])} ControlNets; give one per --controlnet")
+    return kinds
+
+
+def _condition_maps(frames: Any, kinds: list[str], c: dict[str, Any], o: dict[str, Any]) -> list[Any]:
+    """The condition video of each kind for the clip's frames: annotated, or read and clipped like the input."""
+    from .inputs import ANNOTATORS, annotate, load_clip, match_condition_video
+
     maps = []
     for kind in kinds:
         if kind in ANNOTATORS:
-            maps.append(annotate(frames, kind, annotator, low=canny_low, high=canny_high))
+            maps.append(annotate(frames, kind, c["annotator"], low=c["canny_low"], high=c["canny_high"]))
         else:
             # Clipped and strided like the input, so that map k belongs to frame k.
             cond, _ = load_clip(kind, start=o["start"], end=o["end"], every=o["every"], max_frames=o["max_frames"],
                                 fps=o["fps"])
             maps.append(match_condition_video(cond, frames, kind))
-    _quiet_libraries()
-    import torch
+    return maps
 
+
+CONTROL_KEYS = ("controlnets", "conditions", "condition_videos", "annotator", "canny_low", "canny_high")
+
+
+def _load_with_controlnets(o: dict[str, Any], specs: Any) -> tuple[Any, list[Any], list[float]]:
+    """The pipeline and the ControlNets (with their scales), speed options applied to all."""
     from .models import load_controlnet
     from .pipeline import TextToVideoZero
 
     pipe = TextToVideoZero.from_pretrained(o["model"], device=o["device"], dtype=o["dtype"], lora=o["lora"],
                                            allow_pickle=o["allow_pickle"])
     nets = [load_controlnet(spec, device=o["device"], dtype=o["dtype"], allow_pickle=o["allow_pickle"])
-            for spec in controlnets]
+            for spec in specs]
     _apply_speed(pipe, o, [n for n, _ in nets])
+    return pipe, [n for n, _ in nets], [s for _, s in nets]
+
+
+@main.command()
+@click.argument("input_video")
+@click.argument("prompt")
+@_controlnet_options(required=True)
+@click.option("--steps", type=int, default=CONTROL["num_inference_steps"], show_default=True, help="Denoising steps.")
+@click.option("--guidance", type=float, default=CONTROL["guidance_scale"], show_default=True,
+              help="Classifier-free guidance scale.")
+@_video_input_options
+@ray_options
+def control(input_video: str, prompt: str, steps: int, guidance: float, **o: Any) -> int | None:
+    """ControlNet video: follow INPUT_VIDEO's edges, depth or pose with PROMPT (paper §4.2)."""
+    if wants_ray(o):
+        from .distributed import run_command
+
+        return run_command("control", click.get_current_context().params)
+    from .models import parse_lora
+
+    check_prompt_text(prompt)
+    if steps < 1:
+        raise UserError(f"steps must be at least 1 (got {steps}); e.g. --steps 20")
+    check_finite({"--guidance": guidance})
+    c = {k: o.pop(k) for k in CONTROL_KEYS}
+    kinds = _condition_kinds(c)
+    frames, fps = _load_clip(input_video, o, steps)
+    o["chunk_size"] = _plan_clip("control", frames, steps, guidance, o,
+                                 controlnets=[parse_lora(spec)[0] for spec in c["controlnets"]])
+    if o["dry_run"]:
+        return None
+    maps = _condition_maps(frames, kinds, c, o)
+    _quiet_libraries()
+    import torch
+
+    pipe, nets, scales = _load_with_controlnets(o, c["controlnets"])
     _warn_long_prompt(pipe, prompt, o["negative"])
-    result = pipe.control(prompt, maps, [n for n, _ in nets], scales=[s for _, s in nets],
-                          negative_prompt=o["negative"],
+    result = pipe.control(prompt, maps, nets, scales=scales, negative_prompt=o["negative"],
                           num_inference_steps=steps, guidance_scale=guidance,
                           generator=torch.Generator().manual_seed(o["seed"]), chunk_size=o["chunk_size"],
                           compat=o["compat"], scheduler=o["scheduler"], timestep_spacing=o["timestep_spacing"],
                           token_merging=o["tome"], cache_interval=o["cache_interval"])
     _finish(result, o, fps, [frames, *maps])
+    return None
 
 
 @main.command()
@@ -468,6 +511,145 @@ def batch(jobs_file: str, out: str, sheet: bool, fmt: str, ray: str | None, work
     return outcome.exit_code
 
 
+@main.command()
+@click.argument("input_video")
+@click.argument("prompt")
+@click.option("--strength", type=float, default=RESTYLE["strength"], show_default=True,
+              help="How far the frames are noised before denoising, in (0, 1]: 0.5 keeps much of the source, 1 "
+              "starts from pure noise (then only ControlNet conditions keep the source's layout).")
+@_controlnet_options(required=False)
+@click.option("--steps", type=int, default=RESTYLE["num_inference_steps"], show_default=True,
+              help="Denoising steps of the whole schedule; ⌊strength·steps⌋ of them run.")
+@click.option("--guidance", type=float, default=RESTYLE["guidance_scale"], show_default=True,
+              help="Classifier-free guidance scale.")
+@_video_input_options
+def restyle(input_video: str, prompt: str, strength: float, steps: int, guidance: float, **o: Any) -> None:
+    """Restyle INPUT_VIDEO as PROMPT with any text-to-image checkpoint: each frame noised to --strength from one
+    shared noise, denoised with cross-frame attention (SDEdit), optionally following ControlNet conditions."""
+    from .checks import check_strength
+    from .models import parse_lora
+
+    check_prompt_text(prompt)
+    if steps < 1:
+        raise UserError(f"steps must be at least 1 (got {steps}); e.g. --steps 50")
+    check_strength(strength)
+    if int(steps * strength + 1e-9) < 1:
+        raise UserError(f"--strength {strength} of {steps} steps runs no step; raise --strength or --steps")
+    if o["compat"] != "t2vzero":
+        raise UserError("restyle has no diffusers reference to reproduce; drop --compat")
+    check_finite({"--guidance": guidance})
+    c = {k: o.pop(k) for k in CONTROL_KEYS}
+    kinds = _condition_kinds(c)
+    frames, fps = _load_clip(input_video, o, steps)
+    o["chunk_size"] = _plan_clip("restyle", frames, steps, guidance, o,
+                                 controlnets=[parse_lora(spec)[0] for spec in c["controlnets"]])
+    if o["dry_run"]:
+        return
+    maps = _condition_maps(frames, kinds, c, o)
+    _quiet_libraries()
+    import torch
+
+    pipe, nets, scales = _load_with_controlnets(o, c["controlnets"])
+    _warn_long_prompt(pipe, prompt, o["negative"])
+    result = pipe.restyle(prompt, frames, strength=strength, controlnets=nets, conditions=maps, scales=scales,
+                          negative_prompt=o["negative"], num_inference_steps=steps, guidance_scale=guidance,
+                          generator=torch.Generator().manual_seed(o["seed"]), chunk_size=o["chunk_size"],
+                          scheduler=o["scheduler"], timestep_spacing=o["timestep_spacing"], token_merging=o["tome"],
+                          cache_interval=o["cache_interval"])
+    _finish(result, o, fps, [frames, *maps])
+
+
+@main.command()
+@click.argument("image")
+@click.argument("prompt", default=ANIMATE["prompt"])
+@click.option("--model", default=None, help="Diffusers folder, .safetensors file or hub id [default: built-in model].")
+@click.option("--negative", default="", help="Negative prompt.")
+@click.option("--frames", type=int, default=ANIMATE["video_length"], show_default=True, help="Number of frames.")
+@click.option("--steps", type=int, default=None, help="Denoising steps [default: model's, else "
+              f"{ANIMATE['num_inference_steps']}].")
+@click.option("--guidance", type=float, default=None, help="Classifier-free guidance scale of frames 2..N; ≤ 1 "
+              f"turns it off [default: model's, else {ANIMATE['guidance_scale']}].")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed (a CPU torch.Generator).")
+@click.option("--resolution", type=int, default=ANIMATE["resolution"],
+              help="Longer side of the video; the image is resized to it (aspect kept, multiples of 8) "
+              "[default: the model's native size].")
+@click.option("--motion", default=None, help="Motion δ as DX,DY pixels per frame on a 512 grid, as in generate "
+              f"[default: model's, else {ANIMATE['motion'][0]:g},{ANIMATE['motion'][1]:g}].")
+@click.option("--no-motion", is_flag=True, help="Zero motion field (δ = 0).")
+@click.option("--t0", type=int, default=None, help=f"Timestep t0 [default: model's, else {ANIMATE['t0']}].")
+@click.option("--t1", type=int, default=None, help=f"Timestep t1 [default: model's, else {ANIMATE['t1']}].")
+@click.option("--chunk-size", type=int, default=None,
+              help="Frames per chunk to bound memory; chunks run in lockstep, frame 1 once per step.")
+@click.option("--fps", type=float, default=ANIMATE["fps"], show_default=True, help="Frames per second of the output.")
+@_sampler_options
+@_speed_options
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--dtype", default="auto", show_default=True,
+              help="auto (fp16 on GPU, fp32 on CPU), float32, float16, bfloat16.")
+@click.option("--lora", multiple=True, help="LoRA weights as PATH[:SCALE]; repeatable.")
+@click.option("--allow-pickle", is_flag=True, help="Allow pickle (.ckpt/.bin) weights, which can run code.")
+@click.option("-o", "--output", default="video.mp4", show_default=True,
+              help="Output: .mp4, .webm, .gif, or a folder (frames/) of numbered PNGs.")
+@click.option("--sheet", is_flag=True, help="Also write a contact sheet: the image, then the frames.")
+def animate(image: str, prompt: str, frames: int, steps: int | None, guidance: float | None, seed: int,
+            resolution: int | None, motion: str | None, no_motion: bool, t0: int | None, t1: int | None,
+            chunk_size: int | None, fps: float, **o: Any) -> None:
+    """Animate IMAGE: frame 1 is the image (DDIM-inverted), frames 2..N move with --motion; PROMPT optional."""
+    from .checks import MAX_SIDE, check_video_args
+    from .inputs import read_image
+    from .models import check_dtype_name, parse_lora
+    from .schedulers import check_scheduler_args
+    from .video import check_file_path, check_fps, check_output_path, sheet_path
+
+    check_prompt_text(prompt)
+    check_scheduler_args(o["scheduler"], o["timestep_spacing"])
+    delta = parse_motion_option(motion, no_motion)
+    check_fps(fps)
+    check_finite({"--guidance": guidance})
+    check_video_args(video_length=frames, height=8, width=8, num_inference_steps=steps if steps is not None else 1,
+                     chunk_size=chunk_size, num_videos_per_prompt=1, compat="t2vzero")
+    if t0 is not None and t1 is not None and t0 >= t1:
+        raise UserError(f"t0={t0} must be smaller than t1={t1} (diffusion timesteps, 0 <= t0 < t1 < 1000)")
+    if resolution is not None and not 8 <= resolution <= MAX_SIDE:
+        raise UserError(f"--resolution must be from 8 to {MAX_SIDE}, got {resolution}")
+    for spec in o["lora"]:
+        parse_lora(spec)
+    check_output_path(o["output"])
+    if o["sheet"]:
+        check_file_path(sheet_path(o["output"]), "contact sheet")
+    check_dtype_name(o["dtype"])
+    _check_speed(o, o["device"])
+    picture = read_image(image)
+    _quiet_libraries()
+    import torch
+
+    from .pipeline import TextToVideoZero
+
+    pipe = TextToVideoZero.from_pretrained(o["model"], device=o["device"], dtype=o["dtype"], lora=o["lora"],
+                                           allow_pickle=o["allow_pickle"])
+    _apply_speed(pipe, o)
+    picture = _fit_image(picture, resolution or max(pipe.native_size()), image)
+    _warn_unknown_words(prompt, pipe.defaults.get("vocabulary"))
+    _warn_long_prompt(pipe, prompt, o["negative"])
+    result = pipe.animate(picture, prompt, negative_prompt=o["negative"], video_length=frames,
+                          num_inference_steps=steps, guidance_scale=guidance,
+                          generator=torch.Generator().manual_seed(seed), motion=delta, t0=t0, t1=t1,
+                          chunk_size=chunk_size, scheduler=o["scheduler"], timestep_spacing=o["timestep_spacing"],
+                          token_merging=o["tome"], cache_interval=o["cache_interval"])
+    _finish(result, o, fps, [picture[None]])
+
+
+def _fit_image(picture: Any, resolution: int, name: str) -> Any:
+    """Resize so the longer side is `resolution` (multiples of 8, aspect kept), with a note when it changes."""
+    from .inputs import fit_resolution
+
+    fitted = fit_resolution(picture[None], resolution)[0]
+    if fitted.shape != picture.shape:
+        click.echo(f"note: {name} resized from {picture.shape[1]}x{picture.shape[0]} to "
+                   f"{fitted.shape[1]}x{fitted.shape[0]} (longer side {resolution}, multiples of 8)", err=True)
+    return fitted
+
+
 @main.command(name="eval")
 @click.argument("videos", nargs=-1, required=True)
 @click.option("--prompt", default=None, help="The prompt (CLIP-T; the judge for built-in-model captions).")
@@ -524,7 +706,7 @@ def evaluate(videos: tuple[str, ...], prompt: str | None, source: str | None, cl
               help="Generations at once [default: what the device's memory allows; 1 on a CPU].")
 def app(host: str, port: int, models: tuple[str, ...], controlnets: tuple[str, ...], loras: tuple[str, ...],
         max_upload_mb: int, max_seconds: float, device: str, dtype: str, concurrency: int | None) -> None:
-    """Serve the web app (Gradio): text→video, ControlNet video, editing."""
+    """Serve the web app (Gradio): text→video, image→video, ControlNet video, editing, restyling."""
     from .models import check_dtype_name
 
     check_dtype_name(dtype)

@@ -329,6 +329,22 @@ def _float32_copy(vae: Any) -> Any:
         return _FLOAT32_VAES[vae]
 
 
+@torch.no_grad()
+def encode_images(vae: Any, images: np.ndarray, dtype: torch.dtype, batch_size: int = 8,
+                  force_upcast: bool = False) -> torch.Tensor:
+    """VAE-encode (N, H, W, 3) uint8 images to (N, C, h, w) latents in the UNet's scale (× scaling_factor).
+
+    The posterior's mode (its mean), so one image always gives one latent; `decode_latents` inverts the
+    scaling. `force_upcast` (SDXL's VAE) encodes with a float32 copy, as decoding does.
+    """
+    encoder = _float32_copy(vae) if force_upcast and vae.dtype in (torch.float16, torch.bfloat16) else vae
+    device = execution_device(vae)
+    pixels = torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    latents = [encoder.encode(pixels[i:i + batch_size].to(device=device, dtype=encoder.dtype)).latent_dist.mode()
+               for i in range(0, len(pixels), batch_size)]
+    return (torch.cat(latents) * vae.config.scaling_factor).to(dtype)
+
+
 def decode_video(vae: Any, latents: torch.Tensor, force_upcast: bool = False) -> np.ndarray:
     """(videos, F, C, h, w) latents -> (videos, F, H, W, 3) float32 frames in [0, 1]."""
     videos, frames = latents.shape[:2]

@@ -134,3 +134,30 @@ def match_condition_video(condition: np.ndarray, frames: np.ndarray, name: str) 
     if (ch, cw) != (h, w):
         condition = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_NEAREST) for c in condition])
     return condition
+
+
+MIN_IMAGE_SIDE = 8  # one latent pixel of an SD VAE: anything smaller holds nothing to animate
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB (the first frame of an animated one); at least 8 pixels a side."""
+    from PIL import Image, UnidentifiedImageError
+
+    src = Path(path)
+    if not src.is_file():
+        raise UserError(f"image {src} does not exist or is not a file")
+    try:
+        with Image.open(src) as image:
+            arr = np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{src} is not a readable image ({reason}); give a PNG, JPEG, WebP or BMP file") from None
+    return check_image_size(arr, f"image {src}")
+
+
+def check_image_size(image: np.ndarray, name: str = "the image") -> np.ndarray:
+    """Refuse an image with a side under 8 pixels (one latent pixel)."""
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise UserError(f"{name} is {w}x{h}, too small: each side needs at least {MIN_IMAGE_SIDE} pixels")
+    return image

@@ -113,3 +113,9 @@ def clip_scores(scorer: ClipScorer, frames: np.ndarray, prompt: str | None) -> d
     if prompt is not None:
         out["clip_t"] = (emb @ scorer.text(prompt)[0]).tolist()
     return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of two uint8 images: 10·log10(255² / mean((a − b)²)) dB (inf if equal)."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)

@@ -118,14 +118,23 @@ class TextToVideoZero:
         return text_to_video(self.components, prompt, chunk_size=chunk_size, background_smoothing=background_smoothing,
                              foreground_masks=foreground_masks, progress=progress, **args)
 
-    def anchor(self, prompt: str | list[str], **kwargs: Any) -> Any:
+    def anchor(self, prompt: str | list[str], *, image: Any = None, **kwargs: Any) -> Any:
         """Phase 1 alone (frame 1 to t1 and t0, every frame's noise): an `Anchor` for `render`.
 
-        Takes `__call__`'s generation arguments (not chunking, smoothing or progress)."""
+        Takes `__call__`'s generation arguments (not chunking, smoothing or progress); with `image`,
+        `animate`'s first phase (frame 1 is the image, inverted; the size is the image's)."""
         from .modes.text2video import anchor_pass
 
         if "cross_frame_attention" in kwargs:
             kwargs["cross_frame"] = kwargs.pop("cross_frame_attention")
+        if image is not None:
+            from .generate import vae_factor
+            from .modes.image2video import encode_image
+
+            kwargs["first_frame_latents"] = latents = encode_image(self.components, image)
+            factor = vae_factor(self.components["vae"])
+            kwargs.setdefault("height", latents.shape[-2] * factor)
+            kwargs.setdefault("width", latents.shape[-1] * factor)
         return anchor_pass(self.components, prompt, **self.generation_args(**kwargs))
 
     def render(self, anchor: Any, frame_ids: Any = None, *, chunk_size: int | None = None) -> VideoOutput:
@@ -145,3 +154,26 @@ class TextToVideoZero:
         from .modes.video2video import edit_video
 
         return edit_video(self.components, instruction, frames, **kwargs)
+
+    def animate(self, image: Any, prompt: str | list[str] = "", *, chunk_size: int | None = None,
+                progress: bool = True, **kwargs: Any) -> VideoOutput:
+        """Image-to-video: frame 1 is `image` ((H, W, 3) uint8 or PIL, sides multiples of the VAE factor),
+        frames 2..N move by `motion`; see `t2vzero.modes.image2video`. Takes `__call__`'s generation
+        arguments (None: the model's defaults, then the paper's); the size is the image's."""
+        from .generate import vae_factor
+        from .modes.image2video import check_image, image_to_video
+
+        arr = check_image(image, vae_factor(self.components["vae"]))
+        if "cross_frame_attention" in kwargs:
+            kwargs["cross_frame"] = kwargs.pop("cross_frame_attention")
+        kwargs.setdefault("height", arr.shape[0])
+        kwargs.setdefault("width", arr.shape[1])
+        return image_to_video(self.components, arr, prompt, chunk_size=chunk_size, progress=progress,
+                              **self.generation_args(**kwargs))
+
+    def restyle(self, prompt: str, frames: Any, **kwargs: Any) -> VideoOutput:
+        """Restyle (F, H, W, 3) uint8 frames by `prompt` (SDEdit at `strength`, one shared noise, cross-frame
+        attention; optional `controlnets` with `conditions`); see `t2vzero.modes.video2video.restyle_video`."""
+        from .modes.video2video import restyle_video
+
+        return restyle_video(self.components, prompt, frames, **kwargs)

@@ -1,12 +1,15 @@
-"""The t0/t1 schedule and the DDPM forward jump (Text2Video-Zero, paper §3.3.1)."""
+"""The t0/t1 schedule and the DDPM forward jump (Text2Video-Zero, paper §3.3.1); DDIM inversion."""
 
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
 
+from .checks import check_strength
 from .defaults import TEXT_TO_VIDEO
 from .errors import UserError
 
@@ -136,3 +139,50 @@ def resume_at(scheduler: Any, index: int) -> tuple[Any, torch.Tensor]:
         timesteps = torch.unique_consecutive(timesteps)
         timesteps = torch.cat([timesteps[:2], timesteps[1:]])
     return resumed, timesteps
+
+
+def in_sigma_space(scheduler: Any) -> bool:
+    """Whether `scheduler` keeps latents in sigma space, x = x_vp/√ᾱ (Euler, LMS, Heun...: initial noise scaled > 1)."""
+    return float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1.0 + 1e-6
+
+
+def ddim_invert(x: torch.Tensor, predict_noise: Callable[[torch.Tensor, Any], torch.Tensor],
+                timesteps: Sequence[Any], alpha_bars: Sequence[float]) -> list[torch.Tensor]:
+    """DDIM inversion: the deterministic DDIM sampler run backwards, from a clean latent up to noise.
+
+    Song et al. (2021), *Denoising Diffusion Implicit Models*, §4.3 (the DDIM ODE can be integrated in
+    either direction, eq. 13), in the form of Mokady et al. (2023), *Null-text Inversion*, eq. 3.
+    `x` is clean (ᾱ = 1); `timesteps` go up in noise, t_1 < ... < t_n, with ᾱ(t_i) = `alpha_bars[i]`.
+    The step from noise level s to the next, t, is the DDIM update solved for the noisier latent:
+
+        x_t = √(ᾱ_t/ᾱ_s)·x_s + (√(1 − ᾱ_t) − √(ᾱ_t/ᾱ_s)·√(1 − ᾱ_s))·ε(x_s, t)
+
+    The sampler's step at t evaluates ε(x_t, t); inversion only knows x_s, so it evaluates the model at
+    t on x_s (diffusers' DDIMInverseScheduler does the same). The error of one round trip is the
+    change of ε between x_s and x_t, first order in the step size. A level equal to the one before
+    (second-order samplers list each twice) is a step of zero length and costs no model call.
+    Returns the (variance-preserving) latents at t_1, ..., t_n.
+    """
+    out = []
+    a_s = 1.0
+    for t, a_t in zip(timesteps, alpha_bars, strict=True):
+        if a_t != a_s:
+            eps = predict_noise(x, t)
+            ratio = math.sqrt(a_t / a_s)
+            x = ratio * x + (math.sqrt(1.0 - a_t) - ratio * math.sqrt(1.0 - a_s)) * eps
+            a_s = a_t
+        out.append(x)
+    return out
+
+
+def strength_start(num_inference_steps: int, strength: float, order: int = 1) -> int:
+    """Where SDEdit (Meng et al. 2022, *SDEdit*, §3) starts in a schedule of `num_inference_steps` steps.
+
+    Strength S noises the input to the level from which ⌊S·N⌋ of the N steps remain (as diffusers'
+    img2img counts them); S = 1 runs all N. Returns the position in the scheduler's timesteps (steps
+    × `order`: second-order samplers list two entries per step).
+    """
+    steps = min(int(num_inference_steps * check_strength(strength) + 1e-9), num_inference_steps)
+    if steps < 1:
+        raise UserError(f"strength {strength} of {num_inference_steps} steps runs no step; raise --strength or --steps")
+    return (num_inference_steps - steps) * max(1, int(order))

@@ -15,6 +15,7 @@ Where the default mode and diffusers' reference differ is chosen once, as a `Rec
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +50,15 @@ from ..generate import (
 )
 from ..motion import latent_shifts, reference_warp_latents, translate_latents
 from ..prompts import encode_prompt, is_sdxl, upcast_vae, with_time_ids
-from ..schedule import alpha_bar_at, forward_jump, jump_steps, reject_unresumable, resume_at
+from ..schedule import (
+    alpha_bar_at,
+    ddim_invert,
+    forward_jump,
+    in_sigma_space,
+    jump_steps,
+    reject_unresumable,
+    resume_at,
+)
 from ..schedulers import make_scheduler, set_timesteps
 from ..smoothing import blend_backgrounds, latent_masks, saliency_masks
 
@@ -97,7 +106,9 @@ class Anchor:
 
     `x_t1`, `x_t0` are (videos, C, h, w); `forward_noise` (videos, N−1, C, h, w) is frame k's noise for
     the jump at index k−1; `seeds` (videos × N+1) seed the step-noise streams (stream k+1 is frame k's
-    after t1), or None when the recipe passes the caller's `generator` on.
+    after t1), or None when the recipe passes the caller's `generator` on. `first_frame_path` (steps
+    after t1, videos, C, h, w), for a given first frame (image-to-video), holds frame 1's latent after
+    each step from t1 on, the last one clean: rendering keeps frame 1 on it instead of denoising it.
     """
 
     cond: Conditioning
@@ -122,6 +133,7 @@ class Anchor:
     frame1_generators_at_t0: list[torch.Generator] | None = None
     token_merging: float = 0.0
     cache_interval: int = 1
+    first_frame_path: torch.Tensor | None = None
 
     @property
     def videos(self) -> int:
@@ -195,8 +207,13 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
                 cache_interval: int | None = None, prompt_2: str | list[str] | None = None,
                 negative_prompt_2: str | list[str] | None = None, guidance_rescale: float = 0.0,
                 original_size: tuple[int, int] | None = None, crops_coords_top_left: tuple[int, int] = (0, 0),
-                target_size: tuple[int, int] | None = None, progress: Any = None) -> Anchor:
+                target_size: tuple[int, int] | None = None, first_frame_latents: torch.Tensor | None = None,
+                progress: Any = None) -> Anchor:
     """Phase 1: check the arguments, encode the prompts, draw the noise, denoise frame 1 to t1 and t0.
+
+    `first_frame_latents` (1 or videos, C, h, w), clean latents of a given first frame (image-to-video;
+    see `t2vzero.modes.image2video`), replace frame 1's denoising: its trajectory is their DDIM
+    inversion (`invert_first_frame`), and rendering keeps frame 1 on it.
 
     `scheduler`/`timestep_spacing` pick another sampler on the model's noise schedule (see
     `t2vzero.schedulers`). `token_merging` in (0, 1) merges that share of frame 1's keys/values in the
@@ -243,6 +260,8 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
     if height % factor or width % factor:
         raise UserError(f"size {width}x{height} must be a multiple of {factor}, this VAE's downsampling factor")
     latent_shape = (unet.config.in_channels, height // factor, width // factor)
+    if first_frame_latents is not None:
+        first_frame_latents = _check_first_frame(first_frame_latents, latent_shape, videos, recipe)
     # Noise is drawn once for the whole video, in frame order: chunking cannot change it, and with one
     # video the draws match the reference (x_T first, then the forward noise of frames 2..N).
     x_T = randn_tensor((videos, *latent_shape), generator=generator, device=device, dtype=dtype)
@@ -258,25 +277,88 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
     predict = Guidance(unet, cond, cfg_combine(guidance_scale, guidance_rescale), cross_frame=cross_frame,
                        token_merging=token_merging, cache_interval=cache_interval)
     start = Chunk([0], x_T, sched, step_kwargs(sched, frame1, eta))
-    with cross_frame_attention(unet):
-        (at_t1,) = denoise([start], timesteps[:i1], predict, progress=progress)
-        if fresh is None:
-            fresh = copy.deepcopy(sched)
-        (at_t0,) = denoise([at_t1], timesteps[i1:i0], predict, progress=progress)
+    path = None
+    if first_frame_latents is not None:
+        x_t1, x_t0, path = invert_first_frame(unet, cond, sched, first_frame_latents.to(device, dtype), i1, i0,
+                                              after_t1, progress=progress)
+    else:
+        with cross_frame_attention(unet):
+            (at_t1,) = denoise([start], timesteps[:i1], predict, progress=progress)
+            if fresh is None:
+                fresh = copy.deepcopy(sched)
+            (at_t0,) = denoise([at_t1], timesteps[i1:i0], predict, progress=progress)
+        x_t1, x_t0 = at_t1.latents, at_t0.latents
     return Anchor(cond=cond, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, num_frames=video_length,
                   size=(width, height),
                   motion=(float(motion[0]), float(motion[1])), recipe=recipe, cross_frame=cross_frame,
-                  x_t1=at_t1.latents, x_t0=at_t0.latents, forward_noise=forward_noise, jump=jump,
+                  x_t1=x_t1, x_t0=x_t0, forward_noise=forward_noise, jump=jump,
                   scheduler_at_t1=fresh, timesteps_after_t1=after_t1, scheduler_at_t0=copy.deepcopy(sched),
                   timesteps_after_t0=timesteps[i0:], eta=eta, seeds=seeds,
                   generator=None if recipe.noise_streams else generator,
                   frame1_generators_at_t0=copy.deepcopy(frame1) if seeds is not None else None,
-                  token_merging=token_merging, cache_interval=cache_interval)
+                  token_merging=token_merging, cache_interval=cache_interval, first_frame_path=path)
+
+
+def _check_first_frame(latents: Any, latent_shape: tuple[int, ...], videos: int, recipe: Recipe) -> torch.Tensor:
+    """Given first-frame latents: (1 or videos, C, h, w) for this size and UNet, in the default mode."""
+    if not recipe.restart_at_t1:
+        raise UserError("a given first frame (image-to-video) has no diffusers reference; drop compat='diffusers'")
+    if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or tuple(latents.shape[1:]) != latent_shape \
+            or latents.shape[0] not in (1, videos):
+        got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+        raise UserError(f"first-frame latents must be (1 or {videos}, {', '.join(map(str, latent_shape))}) for this "
+                        f"size and UNet, got {got}")
+    return latents.expand(videos, *latent_shape)
+
+
+def invert_first_frame(unet: Any, cond: Conditioning, sched: Any, latents: torch.Tensor, i1: int, i0: int,
+                       after_t1: torch.Tensor, progress: Any = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Frame 1's trajectory for given clean latents: x_t1, x_t0 and its path over the timesteps `after_t1`
+    that rendering runs (after step j, the latent at the level of step j+1; after the last, the clean one).
+
+    DDIM inversion (`t2vzero.schedule.ddim_invert`) from the clean latents up to t1 through every
+    scheduled noise level, with the prompt's conditional prediction alone (guidance 1): classifier-free
+    guidance amplifies the inversion's error (Mokady et al. 2023, §3), and frame 1 never needs the guided
+    prediction, since rendering keeps it on this path. Latents are in the scheduler's own space.
+    """
+    predict = Guidance(unet, cond.pick_groups([cond.groups - 1]), cfg_combine(1.0), cross_frame=False)
+    n = len(sched.timesteps)
+    up = list(range(n - 1, i1 - 1, -1))  # step indices from the last (least noisy) to t1's
+    alpha_bars = {i: alpha_bar_at(sched, i) for i in up}
+    kind = sched.config.get("prediction_type", "epsilon")
+    levels = {float(sched.timesteps[i]): alpha_bars[i] for i in up}
+
+    def predict_noise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = predict(x, t, [0])
+        if progress is not None:
+            progress.update()
+        return model_noise(out, x, levels[float(t)], kind)
+
+    path = ddim_invert(latents, predict_noise, [sched.timesteps[i] for i in up], [alpha_bars[i] for i in up])
+    sigma_space = in_sigma_space(sched)
+    at = {i: x / math.sqrt(alpha_bars[i]) if sigma_space else x for i, x in zip(up, path, strict=True)}
+    by_level = {float(sched.timesteps[i]): at[i] for i in up}
+    steps = [by_level[float(t)] for t in after_t1[1:]] + [latents]
+    return at[i1], at[i0], torch.stack(steps)
+
+
+def model_noise(output: torch.Tensor, x: torch.Tensor, alpha_bar: float, kind: str) -> torch.Tensor:
+    """The noise ε a model's output stands for at ᾱ, for its prediction type (ε, v or the clean sample)."""
+    if kind == "epsilon":
+        return output
+    a, b = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
+    if kind == "v_prediction":  # v = √ᾱ·ε − √(1−ᾱ)·x0, x = √ᾱ·x0 + √(1−ᾱ)·ε
+        return a * output + b * x
+    if kind == "sample":
+        return (x - a * output) / b
+    raise UserError(f"unknown prediction type {kind!r} in the scheduler config")
 
 
 def render_steps(anchor: Anchor) -> int:
     """Denoising steps `render` takes (for a progress bar)."""
-    return len(anchor.timesteps_after_t0 if anchor.num_frames == 1 else anchor.timesteps_after_t1)
+    if anchor.num_frames == 1:
+        return 0 if anchor.first_frame_path is not None else len(anchor.timesteps_after_t0)
+    return len(anchor.timesteps_after_t1)
 
 
 @torch.no_grad()
@@ -298,6 +380,8 @@ def render_latents(components: dict[str, Any], anchor: Anchor, frame_ids: Sequen
     predict = Guidance(unet, anchor.cond, cfg_combine(anchor.guidance_scale, anchor.guidance_rescale),
                        cross_frame=anchor.cross_frame,
                        token_merging=anchor.token_merging, cache_interval=anchor.cache_interval)
+    if anchor.num_frames == 1 and anchor.first_frame_path is not None:
+        return anchor.first_frame_path[-1][:, None]  # a still image: the given one
     if anchor.num_frames == 1:
         sched = copy.deepcopy(anchor.scheduler_at_t0)
         gens = copy.deepcopy(anchor.frame1_generators_at_t0) if anchor.seeds is not None else anchor.generator
@@ -315,9 +399,30 @@ def render_latents(components: dict[str, Any], anchor: Anchor, frame_ids: Sequen
             gens = anchor.generator
         chunks.append(Chunk(part, latents_at_t1(anchor, part).flatten(0, 1), sched,
                             step_kwargs(sched, gens, anchor.eta)))
+    if anchor.first_frame_path is not None:
+        after_step = [keep_on_path(anchor.first_frame_path), *after_step]
     with cross_frame_attention(unet):
         done = denoise(chunks, anchor.timesteps_after_t1, predict, after_step=after_step, progress=progress)
     return gather(done, ids, anchor.videos)
+
+
+def keep_on_path(path: torch.Tensor) -> AfterStep:
+    """After each step, set frame 1 (in the chunk that holds it) to its given latent for that step.
+
+    The frames attend to frame 1's keys and values along its own (inverted) trajectory, and frame 1
+    ends exactly on its given clean latent. One such hook serves one `denoise` call: it walks `path`
+    (steps, videos, C, h, w) once, a step each time it sees frame 1's chunk (once per step).
+    """
+    steps = iter(path)
+
+    def after_step(latents: torch.Tensor, ids: Sequence[int], first: torch.Tensor) -> torch.Tensor:
+        if ids[0] != 0:
+            return latents
+        stack = latents.view(path.shape[1], len(ids), *latents.shape[1:]).clone()
+        stack[:, 0] = next(steps)
+        return stack.flatten(0, 1)
+
+    return after_step
 
 
 @torch.no_grad()
@@ -366,6 +471,8 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, chunk_
     if chunk_size is not None and chunk_size < 2:
         raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {chunk_size}")
     if background_smoothing is not None:
+        if anchor_args.get("first_frame_latents") is not None:
+            raise UserError("background smoothing is not available with a given first frame (image-to-video)")
         if compat != "t2vzero" or not 0.0 <= float(background_smoothing) <= 1.0:
             raise UserError(f"background smoothing needs 0 <= alpha <= 1 (paper: 0.6) and compat='t2vzero', got "
                             f"alpha={background_smoothing}, compat={compat!r}")
@@ -375,8 +482,9 @@ def text_to_video(components: dict[str, Any], prompt: str | list[str], *, chunk_
         if anchor.num_frames == 1:  # a still image: nothing to smooth
             background_smoothing = None
         passes = 1 if background_smoothing is None else 2
-        bar.total = len(anchor.scheduler_at_t0.timesteps) - len(anchor.timesteps_after_t0) + \
-            render_steps(anchor) * passes
+        first_frame_steps = len(anchor.first_frame_path) if anchor.first_frame_path is not None else \
+            len(anchor.scheduler_at_t0.timesteps) - len(anchor.timesteps_after_t0)
+        bar.total = first_frame_steps + render_steps(anchor) * passes
         frames = render(components, anchor, chunk_size=chunk_size, progress=bar)
         if background_smoothing is not None:
             # The second pass replays the first exactly (same noise, same frame 1) but for the blending.

@@ -1,8 +1,10 @@
-"""Video-to-video (paper §4.2, §4.3): ControlNet-conditioned video and Instruct-Pix2Pix editing.
+"""Video-to-video (paper §4.2, §4.3): ControlNet-conditioned video, Instruct-Pix2Pix editing, restyling.
 
-Both feed the same loop as text-to-video, with cross-frame attention; they differ only in their
+All feed the same loop as text-to-video, with cross-frame attention; they differ only in their
 `Guidance` hook (ControlNet residuals, or the input frames' latents as extra UNet channels) and in
 the starting noise: one latent shared by every frame (the paper), so the conditions drive motion.
+Restyling (SDEdit with any text-to-image checkpoint) starts part-way down the schedule instead, from
+each input frame noised with that one shared noise, optionally with ControlNet residuals too.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..generate import (
     check_generator,
     decode_video,
     denoise,
+    encode_images,
     execution_device,
     gather,
     generators,
@@ -40,6 +43,7 @@ from ..generate import (
     vae_factor,
 )
 from ..prompts import encode_prompt, is_sdxl, upcast_vae, with_time_ids
+from ..schedule import alpha_bar_at, forward_jump, in_sigma_space, reject_unresumable, resume_at, strength_start
 from ..schedulers import make_scheduler, set_timesteps
 from .text2video import RECIPES, check_token_merging
 
@@ -63,16 +67,21 @@ def check_frame_ids(frame_ids: Sequence[int] | None, num_frames: int) -> list[in
 def _run(components: dict[str, Any], guidance: Guidance, x_T: torch.Tensor, num_inference_steps: int,
          chunk_size: int | None, generator: Any, eta: float | None, compat: str, models: Sequence[Any],
          scheduler: str | None, timestep_spacing: str | None, progress: bool,
-         frame_ids: Sequence[int] | None = None) -> VideoOutput:
+         frame_ids: Sequence[int] | None = None, *, source: torch.Tensor | None = None,
+         strength: float = 1.0) -> VideoOutput:
     """Denoise frames from x_T (chunks in lockstep, frame 1 computed once per step) and decode.
 
     `frame_ids` (default all) may be any subset: frame 1 is denoised alongside it (not returned) since
     every frame attends to it, and each frame's noise and step noise are its own, so separate calls
-    for disjoint subsets (separate workers) give the frames of one call.
+    for disjoint subsets (separate workers) give the frames of one call. With `source` latents
+    (F, C, h, w) and `strength` < 1 (SDEdit), the run starts part-way down the schedule
+    (`t2vzero.schedule.strength_start`) from the source noised to that level with x_T.
     """
     unet = components["unet"]
     sched = copy.deepcopy(make_scheduler(components["scheduler"], scheduler, timestep_spacing))
     set_timesteps(sched, num_inference_steps, execution_device(unet))
+    begin = 0 if source is None else strength_start(num_inference_steps, strength, getattr(sched, "order", 1))
+    sched, start, timesteps = _start(sched, begin, x_T, source)
     num_frames = len(x_T)
     wanted = check_frame_ids(frame_ids, num_frames)
     seeds = stream_seeds(generator, 1, num_frames)[0] if RECIPES[compat].noise_streams else None
@@ -80,16 +89,31 @@ def _run(components: dict[str, Any], guidance: Guidance, x_T: torch.Tensor, num_
     for ids in split_frames(sorted({0, *wanted}), chunk_size):
         chunk_sched = copy.deepcopy(sched)
         gens = generators([seeds[k] for k in ids]) if seeds is not None else generator
-        chunks.append(Chunk(ids, x_T[ids] * sched.init_noise_sigma, chunk_sched,
-                            step_kwargs(chunk_sched, gens, eta)))
-    bar = tqdm(total=len(sched.timesteps), disable=not progress, desc="denoising", unit="step", leave=False)
+        chunks.append(Chunk(ids, start[ids], chunk_sched, step_kwargs(chunk_sched, gens, eta)))
+    bar = tqdm(total=len(timesteps), disable=not progress, desc="denoising", unit="step", leave=False)
     try:
         with cross_frame_attention(*models):
-            done = denoise(chunks, sched.timesteps, guidance, progress=bar)
+            done = denoise(chunks, timesteps, guidance, progress=bar)
     finally:
         bar.close()
     return VideoOutput(frames=decode_video(components["vae"], gather(done, wanted, 1),
                                            force_upcast=upcast_vae(components)))
+
+
+def _start(sched: Any, begin: int, x_T: torch.Tensor, source: torch.Tensor | None) -> tuple[Any, torch.Tensor, Any]:
+    """A scheduler that starts at step `begin`, the first latents, and the timesteps to run.
+
+    From the start, the noise itself (scaled as the scheduler wants it). Part-way (SDEdit), the source
+    noised with x_T to the level of step `begin` by the forward process from ᾱ = 1, and a scheduler
+    resumed there without history, as a restart at t1 in text-to-video.
+    """
+    if begin == 0:
+        return sched, x_T * sched.init_noise_sigma, sched.timesteps
+    reject_unresumable(sched)
+    resumed, timesteps = resume_at(sched, begin)
+    noised = forward_jump(source, x_T, sched.alphas_cumprod, 0, int(timesteps[0]), sigma_space=in_sigma_space(sched),
+                          alpha_bars=(1.0, alpha_bar_at(sched, begin)))
+    return resumed, noised, timesteps
 
 
 def _start_noise(shape: tuple[int, ...], frames: int, generator: Any, device: Any, dtype: Any,
@@ -183,26 +207,12 @@ def control_video(components: dict[str, Any], prompt: str, conditions: Sequence[
     guidance_scale = pick("control", "guidance_scale", guidance_scale)
     prompt, negative_prompt = _check_run_args(prompt, negative_prompt, num_inference_steps, chunk_size, compat,
                                               {"guidance_scale": guidance_scale, "eta": eta})
-    if not isinstance(controlnets, list | tuple):
-        controlnets = [controlnets]
-    if isinstance(conditions, np.ndarray) and conditions.ndim == 4:
-        conditions = [conditions]
-    if not controlnets or len(conditions) != len(controlnets):
-        raise UserError(f"give one condition video per ControlNet ({len(controlnets)} ControlNets, "
-                        f"{len(conditions)} conditions)")
-    default_scale = CONTROL["controlnet_scale"]
-    scales = [default_scale] * len(controlnets) if scales is None else \
-        [float(scales)] * len(controlnets) if isinstance(scales, int | float) else [float(x) for x in scales]
-    if len(scales) != len(controlnets) or not all(math.isfinite(x) for x in scales):
-        raise UserError(f"give one finite scale per ControlNet ({len(controlnets)} ControlNets, scales {scales})")
     unet, vae = components["unet"], components["vae"]
     factor = vae_factor(vae)
-    conditions = [check_frames(c, f"condition video {i}", factor) for i, c in enumerate(conditions, 1)]
+    controlnets, conditions, scales = _check_control(unet, controlnets, conditions, scales, factor)
+    if not controlnets:
+        raise UserError("give at least one ControlNet and its condition video")
     num_frames, height, width = conditions[0].shape[:3]
-    for c in conditions[1:]:
-        if c.shape[:3] != conditions[0].shape[:3]:
-            raise UserError(f"condition videos differ in frames or size: {c.shape[:3]} vs {conditions[0].shape[:3]}")
-    _check_controlnets(unet, controlnets, factor)
     device, dtype = execution_device(unet), unet.dtype
     cond = encode_prompt(components, [prompt], [negative_prompt], guidance_scale=guidance_scale)
     if is_sdxl(components):
@@ -274,6 +284,80 @@ def edit_video(components: dict[str, Any], instruction: str, frames: np.ndarray,
                         cache_interval=check_interval(cache_interval))
     return _run(components, guidance, x_T, num_inference_steps, chunk_size, generator, eta, compat, [unet],
                 scheduler, timestep_spacing, progress, frame_ids)
+
+
+def _check_control(unet: Any, controlnets: Any, conditions: Any, scales: Any,
+                   factor: int) -> tuple[list[Any], list[np.ndarray], list[float]]:
+    """ControlNets, one condition video each (same frames and size) and one finite scale each, as lists."""
+    if not isinstance(controlnets, list | tuple):
+        controlnets = [controlnets]
+    if isinstance(conditions, np.ndarray) and conditions.ndim == 4:
+        conditions = [conditions]
+    if len(conditions) != len(controlnets):
+        raise UserError(f"give one condition video per ControlNet ({len(controlnets)} ControlNets, "
+                        f"{len(conditions)} conditions)")
+    default_scale = CONTROL["controlnet_scale"]
+    scales = [default_scale] * len(controlnets) if scales is None else \
+        [float(scales)] * len(controlnets) if isinstance(scales, int | float) else [float(x) for x in scales]
+    if len(scales) != len(controlnets) or not all(math.isfinite(x) for x in scales):
+        raise UserError(f"give one finite scale per ControlNet ({len(controlnets)} ControlNets, scales {scales})")
+    conditions = [check_frames(c, f"condition video {i}", factor) for i, c in enumerate(conditions, 1)]
+    for c in conditions[1:]:
+        if c.shape[:3] != conditions[0].shape[:3]:
+            raise UserError(f"condition videos differ in frames or size: {c.shape[:3]} vs {conditions[0].shape[:3]}")
+    _check_controlnets(unet, controlnets, factor)
+    return list(controlnets), conditions, scales
+
+
+@torch.no_grad()
+def restyle_video(components: dict[str, Any], prompt: str, frames: np.ndarray, *, strength: float | None = None,
+                  controlnets: Sequence[Any] = (), conditions: Sequence[np.ndarray] = (),
+                  scales: Sequence[float] | float | None = None, negative_prompt: str = "",
+                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                  eta: float | None = None, generator: Any = None, chunk_size: int | None = None,
+                  compat: str = "t2vzero", scheduler: str | None = None, timestep_spacing: str | None = None,
+                  token_merging: float | None = None, cache_interval: int | None = None,
+                  progress: bool = True) -> VideoOutput:
+    """Restyle (F, H, W, 3) uint8 frames by `prompt` with any text-to-image checkpoint (SDEdit + paper §3.3.2).
+
+    Each frame is encoded and noised to `strength` S from one noise shared by all frames (SDEdit, Meng
+    et al. 2022), then the frames are denoised together over the last ⌊S·N⌋ of N steps, every
+    self-attention attending to frame 1. S = 1 starts from that noise alone (the frames are not used:
+    with ControlNets, exactly `control_video`). Optional `controlnets` take one (F, H, W, 3) condition
+    video each, e.g. the source's edges. None arguments take `t2vzero.defaults.RESTYLE`.
+    """
+    num_inference_steps = pick("restyle", "num_inference_steps", num_inference_steps)
+    guidance_scale = pick("restyle", "guidance_scale", guidance_scale)
+    strength = pick("restyle", "strength", strength)
+    prompt, negative_prompt = _check_run_args(prompt, negative_prompt, num_inference_steps, chunk_size, compat,
+                                              {"guidance_scale": guidance_scale, "eta": eta})
+    strength_start(num_inference_steps, strength)  # checks the strength before any work
+    if compat != "t2vzero":
+        raise UserError("restyling has no diffusers reference to reproduce; drop compat='diffusers'")
+    unet, vae = components["unet"], components["vae"]
+    factor = vae_factor(vae)
+    frames = check_frames(frames, "frames", factor)
+    if unet.config.in_channels != vae.config.latent_channels:
+        raise UserError(f"this UNet takes {unet.config.in_channels} input channels, not the VAE's "
+                        f"{vae.config.latent_channels}: restyling needs a text-to-image checkpoint (for an "
+                        "Instruct-Pix2Pix one, use edit)")
+    controlnets, conditions, scales = _check_control(unet, controlnets, conditions, scales, factor)
+    if conditions and conditions[0].shape[:3] != frames.shape[:3]:
+        raise UserError(f"the condition videos are {conditions[0].shape[:3]} (frames, height, width) but the input "
+                        f"is {frames.shape[:3]}; give one condition map per input frame, at its size")
+    device, dtype = execution_device(unet), unet.dtype
+    cond = encode_prompt(components, [prompt], [negative_prompt], guidance_scale=guidance_scale)
+    height, width = frames.shape[1:3]
+    if is_sdxl(components):
+        cond = with_time_ids(cond, (height, width), (0, 0), (height, width))
+    source = encode_images(vae, frames, dtype, force_upcast=upcast_vae(components)).to(device)
+    x_T = _start_noise(tuple(source.shape[1:]), len(frames), generator, device, dtype, shared=True)
+    maps = [frames_to_tensor(c, device, dtype, normalize=False) for c in conditions]
+    hooks = [_controlnet_hook(controlnets, scales, maps, cond.groups)] if controlnets else []
+    guidance = Guidance(unet, cond, cfg_combine(guidance_scale), hooks=hooks,
+                        token_merging=check_token_merging(token_merging), cache_interval=check_interval(cache_interval))
+    return _run(components, guidance, x_T, num_inference_steps, chunk_size, generator, eta, compat,
+                [unet, *controlnets], scheduler, timestep_spacing, progress, source=source, strength=strength)
 
 
 def _check_controlnets(unet: Any, controlnets: Sequence[Any], vae_scale: int) -> None:
