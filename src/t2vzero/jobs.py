@@ -116,7 +116,7 @@ def parse_job(record: Any, line: int) -> Job:
         raise UserError(f"line {line}: id {job_id!r} must be text of letters, digits, '.', '_' or '-' "
                         "(it names the output file)")
     mode = spec.pop("mode", "generate")
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:
         raise UserError(f"line {line}: unknown mode {mode!r}; use one of {', '.join(MODES)}")
     if not isinstance(spec.get("prompt"), str):
         raise UserError(f"line {line}: the job has no \"prompt\" text (for edit: the instruction)")
