@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from types import MappingProxyType
 
 import pytest
 import torch
@@ -425,8 +426,8 @@ def test_bad_settings_are_one_sentence_errors(pack, sd15):
     assert pack["T2VZeroMotion"].execute(" pan:4,-2 ").result[0] == (4.0, -2.0)
     with pytest.raises(UserError, match="The latent batch holds 3 images but frames is 4"):
         ksampler(pack, model, torch.zeros(3, 4, 8, 8))
-    with pytest.raises(UserError, match="at least 2 sampling steps"):
-        ksampler(pack, model, zeros, steps=1)
+    one_step = ksampler(pack, model, zeros, steps=1)  # as in the library: frames 2..N from frame 1's moved noise
+    assert one_step.shape == (FRAMES, 4, 8, 8) and torch.isfinite(one_step).all()
     with pytest.raises(UserError, match="cannot take a latent noise mask"):
         ksampler(pack, model, zeros, noise_mask=torch.ones(1, 1, 8, 8))
     with pytest.raises(UserError, match="the noise is off"):
@@ -547,3 +548,25 @@ def test_each_ui_workflow_is_its_api_workflow_as_the_frontend_converts_it(pack, 
     graph["nodes"][0]["widgets_values"].append(1)
     with pytest.raises(ValueError, match="too many"):
         ui_to_api(graph, comfyui.NODE_CLASS_MAPPINGS)
+
+
+def test_each_stretch_seeds_its_own_step_noise(sd15):
+    """Ancestral samplers seed their step noise from extra_args["seed"] at every call: frame 1's stretches to t1,
+    to t0 and the final one must not draw the same noise again."""
+    from t2vzero.comfy.sampling import sample_video
+
+    model_sampling = sd15[1].get_model_object("model_sampling")
+    calls = []
+
+    class Recording:
+        extra_options = MappingProxyType({})
+
+        @staticmethod
+        def sampler_function(model, x, sigmas, extra_args, callback, disable):
+            calls.append((extra_args["seed"], x.shape[0]))
+            return x
+
+    schedule = sigmas(sd15[1], 8)
+    sample_video(None, torch.zeros(FRAMES, 4, 8, 8), schedule, {"seed": 40}, inner=Recording(), motion=(0.0, 0.0),
+                 t0=500, t1=700, noise=torch.zeros(FRAMES, 4, 8, 8), model_sampling=model_sampling)
+    assert calls == [(40, 1), (41, 1), (42, FRAMES)]

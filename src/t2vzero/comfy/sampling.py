@@ -91,10 +91,10 @@ def schedule_positions(model_sampling: Any, sigmas: torch.Tensor, t0: int, t1: i
     """Where t1 and t0 fall in a sigma schedule: each step's sigma is mapped to its training timestep by the
     model's own `timestep`, and t0/t1 snap to the nearest steps as in the library."""
     starts = sigmas[:-1]  # the latents "at" a step are its inputs; the last sigma only ends the schedule
-    if len(starts) < 2:
-        raise UserError(f"Text2Video-Zero needs at least 2 sampling steps (t1 and t0 fall on different steps), "
-                        f"got {len(starts)}.")
-    timesteps = model_sampling.timestep(starts.float()).double()
+    if len(starts) < 1:
+        raise UserError("Text2Video-Zero needs at least 1 sampling step.")
+    # float64 on the CPU: accelerators such as Apple's MPS have no float64.
+    timesteps = model_sampling.timestep(starts.float()).float().cpu().double()
     return jump_steps(timesteps, t0, t1, len(model_sampling.sigmas))
 
 
@@ -106,8 +106,13 @@ def sample_video(model: Any, x: torch.Tensor, sigmas: torch.Tensor, extra_args: 
     sampler noise, whose frames 2..N re-noise the moved latents; `controls` the conditions' ControlNets."""
     extra_args = {} if extra_args is None else extra_args
 
-    def run(latents: torch.Tensor, part: torch.Tensor, offset: int) -> torch.Tensor:
-        return _run(inner, model, latents, part, dict(extra_args), _shifted(callback, offset), disable)
+    def run(latents: torch.Tensor, part: torch.Tensor, offset: int, stretch: int = 0) -> torch.Tensor:
+        # k-diffusion's ancestral samplers seed their step noise from extra_args["seed"] at every call: each of the
+        # three stretches gets its own seed, so frame 1 never draws the same noise twice along its trajectory.
+        args = dict(extra_args)
+        if args.get("seed") is not None:
+            args["seed"] = args["seed"] + stretch
+        return _run(inner, model, latents, part, args, _shifted(callback, offset), disable)
 
     frames = x.shape[0]
     if frames == 1:
@@ -119,13 +124,13 @@ def sample_video(model: Any, x: torch.Tensor, sigmas: torch.Tensor, extra_args: 
                     "add the Cross-Frame Attention node unless this is intended.")
     i1, i0 = schedule_positions(model_sampling, sigmas, t0, t1)
     x_t1 = run(x[:1], sigmas[: i1 + 1], 0)
-    x_t0 = run(x_t1, sigmas[i1 : i0 + 1], i1)
+    x_t0 = run(x_t1, sigmas[i1 : i0 + 1], i1, stretch=1)
     height, width = x.shape[-2:]
     moved = motion_value.warp(x_t0.expand(frames - 1, *x_t0.shape[1:]), motion, range(1, frames),
                               (width * VAE_FACTOR, height * VAE_FACTOR))
-    jumped = sigma_space_jump(moved, noise[1:].to(moved), sigmas[i0], sigmas[i1])
+    jumped = sigma_space_jump(moved, noise[1:].to(moved), float(sigmas[i0]), float(sigmas[i1]))
     forget_control_images(controls)
-    return run(torch.cat([x_t1, jumped]), sigmas[i1:], i1)
+    return run(torch.cat([x_t1, jumped]), sigmas[i1:], i1, stretch=2)
 
 
 def _run(inner: Any, model: Any, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict[str, Any],
