@@ -119,9 +119,14 @@ def main() -> None:
               f"[default: model's, else {TEXT_TO_VIDEO['guidance_scale']}].")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed (a CPU torch.Generator).")
 @click.option("--size", default=None, help="WxH, multiples of 8 [default: the model's native size].")
-@click.option("--motion", default=None, help="Motion δ as DX,DY pixels per frame on a 512 grid; positive moves "
-              "content left/up, as the reference [default: model's, else "
+@click.option("--motion", default=None, metavar="SPEC",
+              help="Camera path: DX,DY (the paper's δ, pixels per frame on a 512 grid; positive moves content "
+              "left/up, as the reference), pan:DX,DY, zoom:F (scale per frame), rotate:DEG (per frame, "
+              "counter-clockwise), or parts joined by '+', e.g. zoom:1.02+pan:4,0 [default: model's, else "
               f"{TEXT_TO_VIDEO['motion'][0]:g},{TEXT_TO_VIDEO['motion'][1]:g}].")
+@click.option("--motion-file", default=None, metavar="FILE",
+              help='Camera path from a file: .json keyframes [{"frame": 0, "dx": 0, "dy": 0, "zoom": 1, "rotate": 0}, '
+              "...] (interpolated between keys) or a .npy dense flow (frames-1, 2, H, W) in output pixels.")
 @click.option("--t0", type=int, default=None,
               help=f"Timestep t0 of the motion jump [default: model's, else {TEXT_TO_VIDEO['t0']}].")
 @click.option("--t1", type=int, default=None,
@@ -150,7 +155,8 @@ def main() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the estimated peak memory and work, load nothing, write nothing.")
 def generate(prompt: str, model: str | None, model_config: str | None, negative: str, prompt_2: str | None,
              negative_2: str | None, guidance_rescale: float, frames: int, steps: int | None,
-             guidance: float | None, seed: int, size: str | None, motion: str | None, t0: int | None,
+             guidance: float | None, seed: int, size: str | None, motion: str | None, motion_file: str | None,
+             t0: int | None,
              t1: int | None, chunk_size: int | None, no_cross_frame_attention: bool, no_motion: bool,
              smoothing: float | None, fps: float, scheduler: str | None, timestep_spacing: str | None,
              device: str, dtype: str, lora: tuple[str, ...], allow_pickle: bool, compat: str, output: str,
@@ -164,9 +170,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     check_prompt_text(prompt)
     check_scheduler_args(scheduler, timestep_spacing)
     width, height = parse_pair(size, "x", "size", int) if size else (8, 8)
-    if no_motion and motion:
-        raise UserError("--motion and --no-motion contradict each other; give one of them")
-    delta = (0.0, 0.0) if no_motion else (parse_pair(motion, ",", "motion") if motion else None)
+    camera = _motion_from_options(motion, motion_file, no_motion)
     check_fps(fps)
     check_finite({"--guidance": guidance})
     _check_single_file_config(model, model_config)
@@ -177,6 +181,8 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
                      num_videos_per_prompt=1, compat=compat)
     if t0 is not None and t1 is not None and t0 >= t1:
         raise UserError(f"t0={t0} must be smaller than t1={t1} (diffusion timesteps, 0 <= t0 < t1 < 1000)")
+    if camera is not None:
+        camera.check(frames, (width, height) if size else None)
     check_output_path(output)
     if sheet:
         check_file_path(sheet_path(output), "contact sheet")
@@ -201,7 +207,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     _warn_long_prompt(pipe, prompt, negative)
     result = pipe(prompt, video_length=frames, height=height if size else None, width=width if size else None,
                   num_inference_steps=steps, guidance_scale=guidance, negative_prompt=negative,
-                  generator=torch.Generator().manual_seed(seed), motion=delta, t0=t0, t1=t1, chunk_size=chunk_size,
+                  generator=torch.Generator().manual_seed(seed), motion=camera, t0=t0, t1=t1, chunk_size=chunk_size,
                   cross_frame_attention=not no_cross_frame_attention, compat=compat, background_smoothing=smoothing,
                   scheduler=scheduler, timestep_spacing=timestep_spacing, token_merging=speed.get("tome"),
                   prompt_2=prompt_2, negative_prompt_2=negative_2, guidance_rescale=guidance_rescale,
@@ -211,6 +217,21 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     if sheet:
         contact_sheet([video], sheet_path(output))
     click.echo(str(path))
+
+
+def _motion_from_options(motion: str | None, motion_file: str | None, no_motion: bool = False) -> Any:
+    """The camera path of --motion SPEC, --motion-file FILE or --no-motion (at most one); None: the model's."""
+    given = [name for name, value in (("--motion", motion), ("--motion-file", motion_file), ("--no-motion", no_motion))
+             if value]
+    if len(given) > 1:
+        raise UserError(f"{' and '.join(given)} contradict each other; give one of them")
+    from .motion import Pan, load_motion_file, parse_motion
+
+    if no_motion:
+        return Pan(0.0, 0.0)
+    if motion_file:
+        return load_motion_file(motion_file)
+    return parse_motion(motion) if motion else None
 
 
 def _video_input_options(fn: Any) -> Any:
