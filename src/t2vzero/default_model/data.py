@@ -44,11 +44,21 @@ def caption_words() -> list[str]:
     return ["a", "on", "background", *SHAPES, *COLOURS]
 
 
-def render_mask(shape: str, size: float, centre: tuple[float, float], resolution: int = RESOLUTION) -> np.ndarray:
+def turn_points(points: list[tuple[float, float]], centre: tuple[float, float],
+                angle: float) -> list[tuple[float, float]]:
+    """Points turned by `angle` degrees counter-clockwise on screen (y grows downwards) about `centre`."""
+    c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    cx, cy = centre
+    return [(cx + c * (x - cx) + s * (y - cy), cy - s * (x - cx) + c * (y - cy)) for x, y in points]
+
+
+def render_mask(shape: str, size: float, centre: tuple[float, float], resolution: int = RESOLUTION,
+                angle: float = 0.0) -> np.ndarray:
     """Coverage in [0, 1] (float32, HxW) of a filled shape.
 
     `size` is the side / diameter / base-and-height in pixels; `centre` is the (x, y) centre of the
-    shape's bounding box in pixels (pixel centres at integer + 0.5). Triangles are upright (apex up).
+    shape's bounding box in pixels (pixel centres at integer + 0.5). Triangles are upright (apex up)
+    at `angle` 0; squares and triangles turn by `angle` degrees counter-clockwise about `centre`.
     """
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
@@ -65,6 +75,8 @@ def render_mask(shape: str, size: float, centre: tuple[float, float], resolution
             pts = [(cx - half, cy - half), (cx + half, cy - half), (cx + half, cy + half), (cx - half, cy + half)]
         else:
             pts = [(cx, cy - half), (cx + half, cy + half), (cx - half, cy + half)]
+        if angle:
+            pts = turn_points(pts, centre, angle)
         poly = np.array([[round(x * scale), round(y * scale)] for x, y in pts], np.int32)
         cv2.fillPoly(big, [poly], 255, cv2.LINE_8, shift)
     small = cv2.resize(big, (resolution, resolution), interpolation=cv2.INTER_AREA)
@@ -72,11 +84,11 @@ def render_mask(shape: str, size: float, centre: tuple[float, float], resolution
 
 
 def render_image(shape: str, colour: str | tuple[int, int, int], bg: str | tuple[int, int, int], size: float,
-                 centre: tuple[float, float], resolution: int = RESOLUTION) -> np.ndarray:
+                 centre: tuple[float, float], resolution: int = RESOLUTION, angle: float = 0.0) -> np.ndarray:
     """One uint8 HxWx3 RGB image: a filled `shape` of `colour` on a plain `bg` (names or RGB tuples)."""
     fg_rgb = np.array(PALETTE[colour] if isinstance(colour, str) else colour, np.float32)
     bg_rgb = np.array(PALETTE[bg] if isinstance(bg, str) else bg, np.float32)
-    cover = render_mask(shape, size, centre, resolution)[..., None]
+    cover = render_mask(shape, size, centre, resolution, angle)[..., None]
     img = bg_rgb * (1 - cover) + fg_rgb * cover
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
