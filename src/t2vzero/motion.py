@@ -262,11 +262,22 @@ _ARITY = {"pan": 2, "zoom": 1, "rotate": 1}
 
 def parse_motion(spec: str) -> Motion:
     """`DX,DY` (the paper's δ: a `Pan`), `pan:DX,DY`, `zoom:F`, `rotate:DEG`, or parts joined by '+'."""
-    parts = [p.strip() for p in re.split(r"\+(?=\s*[A-Za-z])", spec.strip())]
+    parts = [p.strip() for p in _split_parts(spec.strip())]
     if not spec.strip() or not all(parts):
         raise UserError(f"motion {spec!r} is empty or has an empty part; the grammar: {GRAMMAR}")
     motions = [_parse_part(part, alone=len(parts) == 1) for part in parts]
     return motions[0] if len(motions) == 1 else Combined(tuple(motions))
+
+
+def _split_parts(spec: str) -> list[str]:
+    """Split at each '+' that joins parts; a '+' after 'e', ',', ':' or at the start is a number's sign."""
+    parts, start = [], 0
+    for i, char in enumerate(spec):
+        before = spec[:i].rstrip()
+        if char == "+" and before and before[-1] not in "eE,:":
+            parts.append(spec[start:i])
+            start = i + 1
+    return [*parts, spec[start:]]
 
 
 def _parse_part(part: str, alone: bool) -> Motion:
