@@ -12,6 +12,7 @@ from t2vzero.default_model.data import (
     COLOURS,
     PALETTE,
     SHAPES,
+    WORLDS,
     all_captions,
     make_batch,
     render_image,
@@ -190,3 +191,22 @@ def test_orientation_turns_counter_clockwise_on_screen() -> None:
     assert fit_orientation(square, "square")[0] == pytest.approx(10.0, abs=1.5)  # the same every 90 degrees
     with pytest.raises(ValueError, match="no orientation"):
         fit_orientation(tilted > 0.5, "circle")
+
+
+def test_turned_shapes_are_classified_when_asked_and_the_camera_world_is_read() -> None:
+    """The "camera" data world (larger, turned shapes reaching past the edge) is judged with `turned=True`."""
+    rng = np.random.default_rng(8)
+    turned = [render_image(s, "red", "blue", 24, (32, 32), angle=a) for s in ("square", "triangle") for a in (20, 50)]
+    assert [judge(img, turned=True).shape for img in turned] == ["square", "square", "triangle", "triangle"]
+    assert [judge(img).shape for img in turned] != ["square", "square", "triangle", "triangle"]  # upright fits miss
+    images, captions = make_batch(rng, 120, world=WORLDS["camera"])
+    right = [judge(img, turned=True).matches(*parse_caption(cap)) for img, cap in zip(images, captions, strict=True)]
+    assert np.mean(right) >= 0.9, np.mean(right)
+
+
+def test_the_classic_world_draws_what_it_always_drew() -> None:
+    a, ca = make_batch(np.random.default_rng(9), 16)
+    b, cb = make_batch(np.random.default_rng(9), 16, world=WORLDS["classic"])
+    assert np.array_equal(a, b) and ca == cb
+    c, _ = make_batch(np.random.default_rng(9), 16, world=WORLDS["camera"])
+    assert not np.array_equal(a, c)

@@ -24,6 +24,7 @@ from t2vzero.motion import (
     check_motion,
     is_translation,
     latent_shifts,
+    latent_sources,
     load_motion_file,
     motion_field,
     parse_keyframes,
@@ -323,3 +324,17 @@ def test_compat_warp_of_a_keyframed_translation_is_the_reference_warp_of_its_off
                        reference_warp_latents(latents, [1, 2, 3], (8.0, 16.0)))
     keys = Keyframes((Key(0), Key(3, dx=24.0, dy=48.0)))
     assert np.allclose(reference_offsets(keys, [1, 2, 3], (512, 512)), [(8, 16), (16, 32), (24, 48)])
+
+
+@pytest.mark.parametrize("motion", [Pan(40.0, -24.0), Zoom(1.3), Rotate(25.0), "zoom:0.9+pan:8,8",
+                                    np.random.default_rng(0).normal(0, 6, (3, 2, 64, 64))])
+def test_latent_sources_are_where_the_warp_samples(motion):
+    latents = numbered(3)
+    warped = warp_latents(latents, motion, [1, 2, 3], (64, 64))
+    xs, ys = latent_sources(motion, [1, 2, 3], (64, 64), (8, 8))
+    mirror = {i: (i % 16 if i % 16 < 8 else 15 - i % 16) for i in range(-32, 40)}
+    for f in range(3):
+        for y in range(8):
+            for x in range(8):
+                sx, sy = mirror[int(np.floor(xs[f, y, x]))], mirror[int(np.floor(ys[f, y, x]))]
+                assert source_of(warped[f, 0, y, x]) == (sx, sy)

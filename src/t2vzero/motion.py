@@ -474,6 +474,27 @@ def flow_sources(flow: np.ndarray, frame_ids: Sequence[int], latent_size: tuple[
     return torch.from_numpy(gx + picked[:, 0] / fx), torch.from_numpy(gy + picked[:, 1] / fy)
 
 
+def latent_sources(motion: Any, frame_ids: Sequence[int], size: tuple[int, int],
+                   latent_size: tuple[int, int]) -> tuple[Any, Any]:
+    """(xs, ys), each (F, h, w): where `warp_latents` samples each latent pixel, in latent pixels (corner
+    origin), before out-of-frame points are mirrored in; a translation's points are its rounded shift."""
+    import torch
+
+    motion = as_motion(motion)
+    w, h = latent_size
+    if isinstance(motion, Flow):
+        return flow_sources(motion.flow, frame_ids, latent_size)
+    if isinstance(motion, Pan) or is_translation(motion, frame_ids, size):
+        shifts = (latent_shifts(frame_ids, (motion.dx, motion.dy), size, latent_size) if isinstance(motion, Pan) else
+                  torch.from_numpy(np.stack([motion.sampling_map(k, size)[:, 2] for k in frame_ids])
+                                   * np.array(latent_size, np.float64) / np.array(size, np.float64)))
+        steps = torch.floor(shifts + 0.5)
+        gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5,
+                                indexing="ij")
+        return gx[None] + steps[:, 0, None, None], gy[None] + steps[:, 1, None, None]
+    return affine_sources(np.stack([motion.sampling_map(k, size) for k in frame_ids]), size, latent_size)
+
+
 def warp_latents(latents: torch.Tensor, motion: Any, frame_ids: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
     """Move (F, C, h, w) copies of frame 1's t0 latent to frames `frame_ids` along `motion` (paper §3.3.1).
 

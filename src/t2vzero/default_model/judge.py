@@ -142,9 +142,16 @@ def shape_scores(mask: np.ndarray) -> dict[str, float]:
     return scores
 
 
-def classify_shape(mask: np.ndarray) -> tuple[str, float]:
-    """Shape name (best-fitting silhouette) and fill ratio (area / bounding-box area) of a binary object mask."""
+def classify_shape(mask: np.ndarray, turned: bool = False) -> tuple[str, float]:
+    """Shape name (best-fitting silhouette) and fill ratio (area / bounding-box area) of a binary object mask.
+
+    `turned` also fits squares and triangles at any angle (`fit_orientation`), for a model trained on turned
+    shapes (the "camera" data world); upright fits stay the default, which the shipped model's numbers use.
+    """
     scores = shape_scores(mask)
+    if turned:
+        for shape in PERIODS:
+            scores[shape] = max(scores[shape], fit_orientation(mask, shape)[1])
     ys, xs = np.nonzero(mask)
     fill = float(mask.sum() / ((xs.max() + 1 - xs.min()) * (ys.max() + 1 - ys.min())))
     return max(scores, key=scores.__getitem__), fill
@@ -212,12 +219,12 @@ def orientation(frame: np.ndarray, shape: str) -> float | None:
     return None if mask is None else fit_orientation(mask, shape)[0]
 
 
-def judge(frame: np.ndarray) -> Verdict:
-    """Judge one uint8 HxWx3 RGB frame (any size)."""
+def judge(frame: np.ndarray, turned: bool = False) -> Verdict:
+    """Judge one uint8 HxWx3 RGB frame (any size); `turned`: see `classify_shape`."""
     (background, colour), mask = _read(frame)
     if mask is None:
         return Verdict(background=background, found=False)
-    shape, fill = classify_shape(mask)
+    shape, fill = classify_shape(mask, turned)
     ys, xs = np.nonzero(mask)
     return Verdict(background=background, found=True, colour=colour, shape=shape,
                    centroid=(float(xs.mean() + 0.5), float(ys.mean() + 0.5)), area=float(mask.mean()),
