@@ -18,6 +18,17 @@ from pathlib import Path
 from typing import Any
 
 BUILT_IN = "built-in"
+# Camera-path presets at strength s (t2vzero.motion's grammar); "δ" keeps the paper's pan from the δx/δy fields.
+DELTA = "pan δ (δx, δy below)"
+CAMERA_PRESETS: dict[str, Any] = {
+    "zoom in": lambda s: f"zoom:{1 + 0.03 * s:g}",
+    "zoom out": lambda s: f"zoom:{1 / (1 + 0.03 * s):g}",
+    "pan right": lambda s: f"pan:{16 * s:g},0",
+    "pan down": lambda s: f"pan:0,{16 * s:g}",
+    "rotate counter-clockwise": lambda s: f"rotate:{3 * s:g}",
+    "rotate clockwise": lambda s: f"rotate:{-3 * s:g}",
+    "zoom in and turn": lambda s: f"zoom:{1 + 0.02 * s:g}+rotate:{2 * s:g}",
+}
 
 
 @dataclass
@@ -85,13 +96,33 @@ class Runner:
         return fit_resolution(frames, int(resolution)), fps or src_fps or 8.0
 
     def save(self, result: Any, rows: list[Any], fps: float) -> tuple[str, str]:
-        from .video import contact_sheet, write_video
+        from .video import SHEET_MIN_SIDE, contact_sheet, write_video
 
         out = Path(tempfile.mkdtemp(dir=self.workdir))
         video = result.uint8()[0]
         path = write_video(video, out / "video.mp4", fps=fps)
-        sheet = contact_sheet([*rows, video], out / "video_sheet.png")
+        sheet = contact_sheet([*rows, video], out / "video_sheet.png", min_side=SHEET_MIN_SIDE)
         return str(path), str(sheet)
+
+    def camera_path(self, preset: str | None, strength: float, upload: str | None, dx: float | None,
+                    dy: float | None, no_motion: bool) -> Any:
+        """The motion for one call: an uploaded keyframe/flow file, else a preset at `strength`, else δ (None:
+        the model's own), checked (t2vzero.motion); 'no motion' contradicts a path, as on the command line."""
+        from .errors import UserError
+        from .motion import load_motion_file, parse_motion
+
+        chosen = upload or (preset not in (None, DELTA))
+        if no_motion and chosen:
+            raise UserError("'no motion' and a camera path contradict each other; untick one")
+        if no_motion:
+            return (0.0, 0.0)
+        if upload:
+            if os.path.getsize(upload) > self.config.max_upload_mb * 2**20:
+                raise UserError(f"the path file is larger than this server's limit of {self.config.max_upload_mb} MB")
+            return load_motion_file(upload)
+        if preset in CAMERA_PRESETS:
+            return parse_motion(CAMERA_PRESETS[preset](float(strength)))
+        return (dx, dy) if dx is not None and dy is not None else None
 
 
 def build(runner: Runner) -> Any:
@@ -112,14 +143,16 @@ def build(runner: Runner) -> Any:
                 raise gr.Error(str(exc)) from None
         return run
 
-    def text_to_video(model, prompt, negative, frames, steps, guidance, seed, width, height, dx, dy, t0, t1,
-                      chunk, no_cfa, no_motion, smoothing, fps, scheduler, spacing, compat, lora, lora_scale):
+    def text_to_video(model, prompt, negative, frames, steps, guidance, seed, width, height, preset, strength,
+                      path_file, dx, dy, t0, t1, chunk, no_cfa, no_motion, smoothing, fps, scheduler, spacing, compat,
+                      lora, lora_scale):
+        motion = runner.camera_path(preset, strength, path_file, dx, dy, no_motion)
         pipe = runner.pipe(model, lora, lora_scale)
         result = pipe(prompt, negative_prompt=negative, video_length=int(frames),
                       num_inference_steps=int(steps) or None,
                       guidance_scale=guidance or None, generator=torch.Generator().manual_seed(int(seed)),
                       width=int(width) or None, height=int(height) or None,
-                      motion=(0.0, 0.0) if no_motion else ((dx, dy) if dx is not None and dy is not None else None),
+                      motion=motion,
                       t0=None if t0 is None else int(t0), t1=None if t1 is None else int(t1),
                       chunk_size=int(chunk) or None, cross_frame_attention=not no_cfa, compat=compat,
                       background_smoothing=float(smoothing) or None, scheduler=scheduler or None,
@@ -174,6 +207,13 @@ def build(runner: Runner) -> Any:
                 gr.Number(value=8, precision=0, label="max frames"),
                 gr.Number(value=CLIP["resolution"], precision=0, label="resolution (longer side)")]
 
+    def camera_path_picker() -> list[Any]:
+        """Camera path: a preset and its strength, or a keyframe (.json) / flow (.npy) file, which wins."""
+        return [gr.Dropdown([DELTA, *CAMERA_PRESETS], value=DELTA, label="camera path", elem_id="camera-path"),
+                gr.Slider(0, 4, value=1, step=0.25, label="camera path strength", elem_id="camera-strength"),
+                gr.File(label="camera path file: keyframes .json or flow .npy (overrides the preset)",
+                        file_types=[".json", ".npy"], type="filepath", elem_id="camera-file")]
+
     def outputs() -> list[Any]:
         return [gr.Video(label="video", buttons=["download"]), gr.Image(label="contact sheet", type="filepath")]
 
@@ -192,6 +232,7 @@ def build(runner: Runner) -> Any:
                 seed = gr.Number(value=0, precision=0, label="seed")
                 width = gr.Number(value=0, precision=0, label="width (0: the model's)")
                 height = gr.Number(value=0, precision=0, label="height (0: the model's)")
+                preset, strength, path_file = camera_path_picker()
                 dx = gr.Number(value=None, label=f"motion δx (empty: the model's, else {TEXT_TO_VIDEO['motion'][0]:g})")
                 dy = gr.Number(value=None, label=f"motion δy (empty: the model's, else {TEXT_TO_VIDEO['motion'][1]:g})")
                 t0 = gr.Number(value=None, precision=0, label=f"t0 (empty: the model's, else {TEXT_TO_VIDEO['t0']})")
@@ -204,8 +245,8 @@ def build(runner: Runner) -> Any:
                 shared = shared_options(video=False)
             go = gr.Button("Generate", variant="primary", elem_id="t2v-generate")
             out = outputs()
-            inputs = [model, prompt, negative, frames, steps, guidance, seed, width, height, dx, dy, t0, t1, chunk,
-                      no_cfa, no_motion, smoothing, fps, *shared]
+            inputs = [model, prompt, negative, frames, steps, guidance, seed, width, height, preset, strength,
+                      path_file, dx, dy, t0, t1, chunk, no_cfa, no_motion, smoothing, fps, *shared]
             go.click(guarded(text_to_video), inputs, out)
             gr.Examples([[BUILT_IN, p] for p in ("a red circle on a blue background",
                                                  "a yellow triangle on a purple background",

@@ -198,7 +198,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     import torch
 
     from .pipeline import TextToVideoZero
-    from .video import contact_sheet, sheet_path, write_video
+    from .video import SHEET_MIN_SIDE, contact_sheet, sheet_path, write_video
 
     pipe = TextToVideoZero.from_pretrained(model, device=device, dtype=dtype, lora=lora, allow_pickle=allow_pickle,
                                            config=model_config)
@@ -215,7 +215,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     video = result.uint8()[0]
     path = write_video(video, output, fps=fps)
     if sheet:
-        contact_sheet([video], sheet_path(output))
+        contact_sheet([video], sheet_path(output), min_side=SHEET_MIN_SIDE)
     click.echo(str(path))
 
 
