@@ -128,13 +128,15 @@ def test_runner_enforces_allow_lists_and_limits(tmp_path, tiny_model_dir):
 def test_camera_path_picker_presets_files_and_contradictions(tmp_path):
     import json
 
-    from t2vzero.app import CAMERA_PRESETS, DELTA, AppConfig, Runner
+    from t2vzero.app import CAMERA_PRESETS, DELTA, MODELS_OWN, AppConfig, Runner
     from t2vzero.errors import UserError
     from t2vzero.motion import Pan, Rotate, Zoom
 
     runner = Runner(AppConfig(max_upload_mb=1), tmp_path)
-    assert runner.camera_path(DELTA, 1.0, None, None, None, False) is None  # the model's own
+    assert runner.camera_path(MODELS_OWN, 1.0, None, 8.0, 8.0, False) is None  # the model's own
     assert runner.camera_path(DELTA, 1.0, None, 8.0, -4.0, False) == (8.0, -4.0)
+    with pytest.raises(UserError, match="needs both"):
+        runner.camera_path(DELTA, 1.0, None, None, -4.0, False)
     assert runner.camera_path("zoom in", 2.0, None, None, None, False) == Zoom(1.06)
     assert runner.camera_path("rotate clockwise", 1.0, None, None, None, False) == Rotate(-3.0)
     assert runner.camera_path("pan right", 0.0, None, None, None, False) == Pan(0.0, 0.0)
@@ -142,7 +144,7 @@ def test_camera_path_picker_presets_files_and_contradictions(tmp_path):
     keys = tmp_path / "path.json"
     keys.write_text(json.dumps([{"frame": 0, "dx": 0, "dy": 0, "zoom": 1, "rotate": 0},
                                 {"frame": 3, "dx": 24, "dy": 0, "zoom": 1.1, "rotate": 0}]))
-    assert runner.camera_path(DELTA, 1.0, str(keys), None, None, False).keys[1].zoom == 1.1
+    assert runner.camera_path(MODELS_OWN, 1.0, str(keys), None, None, False).keys[1].zoom == 1.1
     with pytest.raises(UserError, match="contradict"):
         runner.camera_path("zoom in", 1.0, None, None, None, True)
     assert runner.camera_path(DELTA, 1.0, None, 8.0, 8.0, True) == (0.0, 0.0)

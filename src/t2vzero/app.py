@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 BUILT_IN = "built-in"
-# Camera-path presets at strength s (t2vzero.motion's grammar); "δ" keeps the paper's pan from the δx/δy fields.
+# Camera-path presets at strength s (t2vzero.motion's grammar). MODELS_OWN is the model's default motion (its
+# t2vzero.json, else the paper's δ); DELTA takes the paper's pan from the δx/δy fields.
+MODELS_OWN = "the model's"
 DELTA = "pan δ (δx, δy below)"
 CAMERA_PRESETS: dict[str, Any] = {
     "zoom in": lambda s: f"zoom:{1 + 0.03 * s:g}",
@@ -106,12 +108,12 @@ class Runner:
 
     def camera_path(self, preset: str | None, strength: float, upload: str | None, dx: float | None,
                     dy: float | None, no_motion: bool) -> Any:
-        """The motion for one call: an uploaded keyframe/flow file, else a preset at `strength`, else δ (None:
-        the model's own), checked (t2vzero.motion); 'no motion' contradicts a path, as on the command line."""
+        """The motion for one call: an uploaded keyframe/flow file, else a preset at `strength` or δ, else None
+        (the model's own), checked (t2vzero.motion); 'no motion' contradicts a path, as on the command line."""
         from .errors import UserError
         from .motion import load_motion_file, parse_motion
 
-        chosen = upload or (preset not in (None, DELTA))
+        chosen = upload or (preset not in (None, MODELS_OWN, DELTA))
         if no_motion and chosen:
             raise UserError("'no motion' and a camera path contradict each other; untick one")
         if no_motion:
@@ -122,7 +124,11 @@ class Runner:
             return load_motion_file(upload)
         if preset in CAMERA_PRESETS:
             return parse_motion(CAMERA_PRESETS[preset](float(strength)))
-        return (dx, dy) if dx is not None and dy is not None else None
+        if preset == DELTA:
+            if dx is None or dy is None:
+                raise UserError("the pan δ preset needs both δx and δy (pixels per frame on a 512 grid)")
+            return (float(dx), float(dy))
+        return None
 
 
 def build(runner: Runner) -> Any:
@@ -153,7 +159,7 @@ def build(runner: Runner) -> Any:
                       guidance_scale=guidance or None, generator=torch.Generator().manual_seed(int(seed)),
                       width=int(width) or None, height=int(height) or None,
                       motion=motion,
-                      t0=None if t0 is None else int(t0), t1=None if t1 is None else int(t1),
+                      t0=int(t0 or 0) or None, t1=int(t1 or 0) or None,
                       chunk_size=int(chunk) or None, cross_frame_attention=not no_cfa, compat=compat,
                       background_smoothing=float(smoothing) or None, scheduler=scheduler or None,
                       timestep_spacing=spacing or None)
@@ -209,7 +215,8 @@ def build(runner: Runner) -> Any:
 
     def camera_path_picker() -> list[Any]:
         """Camera path: a preset and its strength, or a keyframe (.json) / flow (.npy) file, which wins."""
-        return [gr.Dropdown([DELTA, *CAMERA_PRESETS], value=DELTA, label="camera path", elem_id="camera-path"),
+        return [gr.Dropdown([MODELS_OWN, DELTA, *CAMERA_PRESETS], value=MODELS_OWN, label="camera path",
+                            elem_id="camera-path"),
                 gr.Slider(0, 4, value=1, step=0.25, label="camera path strength", elem_id="camera-strength"),
                 gr.File(label="camera path file: keyframes .json or flow .npy (overrides the preset)",
                         file_types=[".json", ".npy"], type="filepath", elem_id="camera-file")]
@@ -233,10 +240,11 @@ def build(runner: Runner) -> Any:
                 width = gr.Number(value=0, precision=0, label="width (0: the model's)")
                 height = gr.Number(value=0, precision=0, label="height (0: the model's)")
                 preset, strength, path_file = camera_path_picker()
-                dx = gr.Number(value=None, label=f"motion δx (empty: the model's, else {TEXT_TO_VIDEO['motion'][0]:g})")
-                dy = gr.Number(value=None, label=f"motion δy (empty: the model's, else {TEXT_TO_VIDEO['motion'][1]:g})")
-                t0 = gr.Number(value=None, precision=0, label=f"t0 (empty: the model's, else {TEXT_TO_VIDEO['t0']})")
-                t1 = gr.Number(value=None, precision=0, label=f"t1 (empty: the model's, else {TEXT_TO_VIDEO['t1']})")
+                # A shown empty number field reads 0, so "the model's" is a value of its own (0 here, a preset above).
+                dx = gr.Number(value=TEXT_TO_VIDEO["motion"][0], label="motion δx (camera path 'pan δ')")
+                dy = gr.Number(value=TEXT_TO_VIDEO["motion"][1], label="motion δy (camera path 'pan δ')")
+                t0 = gr.Number(value=0, precision=0, label=f"t0 (0: the model's, else {TEXT_TO_VIDEO['t0']})")
+                t1 = gr.Number(value=0, precision=0, label=f"t1 (0: the model's, else {TEXT_TO_VIDEO['t1']})")
                 chunk = gr.Number(value=0, precision=0, label="chunk size (0: whole video)")
                 no_cfa = gr.Checkbox(label="no cross-frame attention (ablation)")
                 no_motion = gr.Checkbox(label="no motion (ablation)")
