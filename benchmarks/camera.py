@@ -42,21 +42,24 @@ def table(zoom: dict, pan: dict, rotate: dict) -> list[str]:
     def kept(m: dict) -> str:
         return f"{m['videos']} of {m['tried']}"
 
+    def median(values: list[float], fmt: str) -> str:
+        return format(np.median(values), fmt) if values else "-"
+
     return [
         "| path | videos (candidates) | identity kept | measure | result | issue's target |",
         "|---|---|---|---|---|---|",
         f"| `zoom:1.05` | {kept(zoom)} | {pct(zoom['identity'])} | object area grows monotonically | "
         f"{pct(zoom['monotone'])} | ≥ 90 % |",
         f"| | | | area growth, frame 8 / frame 1 (median; path ×{zoom['target']:.2f}) | "
-        f"×{np.median(zoom['growth']):.2f} | |",
+        f"×{median(zoom['growth'], '.2f')} | |",
         f"| | | | growth within 25 % of the path's | {pct(zoom['within_25'])} | ≥ 90 % |",
         f"| keyframes: 8 px right, then 8 px down | {kept(pan)} | {pct(pan['identity'])} | centroid within 8 px "
         f"of the path in every frame | {pct(pan['follows'])} | ≥ 90 % |",
-        f"| | | | largest distance from the path (median) | {np.median(pan['errors']):.1f} px | |",
+        f"| | | | largest distance from the path (median) | {median(pan['errors'], '.1f')} px | |",
         f"| `rotate:6` (squares, triangles) | {kept(rotate)} | {pct(rotate['identity'])} | orientation within 10° "
         f"of the path's in every frame | {pct(rotate['follows'])} | follows |",
-        f"| | | | turned by frame 8 (median; path {rotate['target']:.0f}°) | {np.median(rotate['turned']):.1f}° | |",
-        f"| | | | centroid within 8 px of the turn's arc (median arc {np.median(rotate['arc_length']):.1f} px)"
+        f"| | | | turned by frame 8 (median; path {rotate['target']:.0f}°) | {median(rotate['turned'], '.1f')}° | |",
+        f"| | | | centroid within 8 px of the turn's arc (median arc {median(rotate['arc_length'], '.1f')} px)"
         f" | {pct(rotate['arc_follows'])} | |",
     ]
 
@@ -85,8 +88,9 @@ def main() -> None:
           f"defaults ({pipe.defaults.get('num_inference_steps')} steps unless --steps, t0/t1 "
           f"{pipe.defaults.get('t0')}/{pipe.defaults.get('t1')}), {time.perf_counter() - start:.0f} s")
     print("\n".join(table(results["zoom"], results["pan"], results["rotate"])))
-    generated = [ec.background_ripple(v[0]) for v in ec.collect(pipe, (0.0, 0.0), 16, seed=args.seed,
-                                                               in_view=False, **extra).videos]
+    generated = [ec.background_ripple(v[0]) for v in ec.collect(pipe, (0.0, 0.0), min(16, args.videos),
+                                                               seed=args.seed, frames=1, in_view=False,
+                                                               **extra).videos]
     print(f"background ripple (mean |pixel - median|, 0-255): generated frames "
           f"{np.mean([r for r in generated if r is not None]):.1f}, VAE reconstructions of training images "
           f"{ripple_of_reconstructions(pipe):.1f}")

@@ -89,3 +89,14 @@ def test_the_demo_keeps_its_object_in_view_with_an_enlarged_sheet(tmp_path, monk
     assert max(xs) - min(xs) >= 12  # it visibly moves
     sheet = Image.open(tmp_path / "demo_sheet.png")
     assert sheet.height >= 2 * 128 and sheet.width == 8 * 128  # two rows of eight frames, each at least 128 px
+
+
+def test_camera_benchmark_prints_the_readme_table():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "benchmarks/camera.py", "--videos", "1", "--steps", str(STEPS)], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + 8 and rows[2].startswith("| `zoom:1.05` |") and "background ripple" in out, out
+    assert all(line.count("|") == 7 for line in rows), out
