@@ -25,8 +25,14 @@ test: venv
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
+# 16 frames along a keyframed camera loop (right, down, left, up: two latent pixels each way) that keeps this
+# seed's circle in view; the same frames as an MP4 with an enlarged contact sheet, and as a GIF.
+DEMO := $(VENV)/bin/t2vzero generate "a red circle on a blue background" --frames 16 --fps 8 --seed 41 \
+	--motion-file examples/camera_loop.json
+
 demo: venv
-	$(VENV)/bin/t2vzero generate "a red circle on a blue background" -o demo.mp4 --sheet
+	$(DEMO) -o demo.mp4 --sheet
+	$(DEMO) -o demo.gif
 
 bench: venv
 	$(PY) benchmarks/compare_diffusers.py

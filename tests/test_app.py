@@ -185,3 +185,55 @@ def test_restyle_tab_restyles_an_uploaded_clip(page, tmp_path):
     resolution.press("Tab")
     tab.locator("#restyle-generate").click()
     page.wait_for_function("() => (document.querySelector('#restyle-video video') || {}).duration > 0")
+
+
+def test_camera_path_picker_presets_files_and_contradictions(tmp_path):
+    import json
+
+    from t2vzero.app import CAMERA_PRESETS, DELTA, MODELS_OWN, AppConfig, Runner
+    from t2vzero.errors import UserError
+    from t2vzero.motion import Pan, Rotate, Zoom
+
+    runner = Runner(AppConfig(max_upload_mb=1), tmp_path)
+    assert runner.camera_path(MODELS_OWN, 1.0, None, 8.0, 8.0, False) is None  # the model's own
+    assert runner.camera_path(DELTA, 1.0, None, 8.0, -4.0, False) == (8.0, -4.0)
+    with pytest.raises(UserError, match="needs both"):
+        runner.camera_path(DELTA, 1.0, None, None, -4.0, False)
+    assert runner.camera_path("zoom in", 2.0, None, None, None, False) == Zoom(1.06)
+    assert runner.camera_path("rotate clockwise", 1.0, None, None, None, False) == Rotate(-3.0)
+    assert runner.camera_path("pan right", 0.0, None, None, None, False) == Pan(0.0, 0.0)
+    assert all(runner.camera_path(p, 4.0, None, None, None, False) for p in CAMERA_PRESETS)  # every preset parses
+    keys = tmp_path / "path.json"
+    keys.write_text(json.dumps([{"frame": 0, "dx": 0, "dy": 0, "zoom": 1, "rotate": 0},
+                                {"frame": 3, "dx": 24, "dy": 0, "zoom": 1.1, "rotate": 0}]))
+    assert runner.camera_path(MODELS_OWN, 1.0, str(keys), None, None, False).keys[1].zoom == 1.1
+    with pytest.raises(UserError, match="contradict"):
+        runner.camera_path("zoom in", 1.0, None, None, None, True)
+    assert runner.camera_path(DELTA, 1.0, None, 8.0, 8.0, True) == (0.0, 0.0)
+    keys.write_text("[1, 2]")
+    with pytest.raises(UserError, match="exactly the fields"):
+        runner.camera_path(DELTA, 1.0, str(keys), None, None, False)
+    keys.write_bytes(b" " * (2**20 + 1))
+    with pytest.raises(UserError, match="larger than this server's limit"):
+        runner.camera_path(DELTA, 1.0, str(keys), None, None, False)
+
+
+def test_text_to_video_follows_a_chosen_camera_path_and_shows_file_errors(page, tmp_path):
+    import json
+
+    page.get_by_role("tab", name="Text → video").click()
+    page.locator("#t2v-prompt textarea").fill("a blue square on a yellow background")
+    page.get_by_text("advanced").first.click()
+    page.locator("#t2v-camera-path input").click()
+    page.get_by_role("option", name="zoom in", exact=True).click()
+    before = page.evaluate("() => [...document.querySelectorAll('video')].map(v => v.src).join(' ')")
+    page.locator("#t2v-generate").click()
+    page.wait_for_function("(before) => [...document.querySelectorAll('video')].some(v => v.duration > 0 && "
+                           "!before.includes(v.src))", arg=before)
+    bad = tmp_path / "path.json"
+    bad.write_text(json.dumps([{"frame": 0, "dx": 0, "dy": 0, "zoom": 1, "rotate": 0},
+                               {"frame": 5, "dx": 0, "dy": 0, "zoom": 1, "rotate": 0},
+                               {"frame": 2, "dx": 0, "dy": 0, "zoom": 1, "rotate": 0}]))
+    page.locator("#t2v-camera-file input[type=file]").set_input_files(str(bad))
+    page.locator("#t2v-generate").click()
+    page.get_by_text("out of order", exact=False).first.wait_for()

@@ -9,6 +9,7 @@ import pytest
 
 from t2vzero.cli import run
 from t2vzero.errors import UserError
+from t2vzero.motion import Pan
 
 FAST = ["--size", "64x64", "--steps", "4", "--frames", "3"]
 
@@ -72,12 +73,12 @@ def test_every_generation_option_reaches_the_pipeline(capsys, tmp_path, tiny_mod
                        "2", "--motion", "8,-4", "-o", str(tmp_path / "b.gif"))
     assert code == 0, err
     first, second = pipeline_calls
-    assert first["motion"] == (0.0, 0.0) and first["cross_frame"] is False and first["compat"] == "diffusers"
+    assert first["motion"] == Pan(0.0, 0.0) and first["cross_frame"] is False and first["compat"] == "diffusers"
     assert (first["scheduler"], first["timestep_spacing"]) == ("euler", "trailing")
     assert (first["t0"], first["t1"], first["guidance_scale"], first["num_inference_steps"]) == (300, 700, 3.0, 4)
     assert first["generator"].initial_seed() == 9 and first["video_length"] == 3
     assert (first["token_merging"], first["cache_interval"]) == (0.5, 2)
-    assert second["background_smoothing"] == 0.6 and second["chunk_size"] == 2 and second["motion"] == (8.0, -4.0)
+    assert second["background_smoothing"] == 0.6 and second["chunk_size"] == 2 and second["motion"] == Pan(8.0, -4.0)
     assert second["compat"] == "t2vzero" and second["cross_frame"] is True and second["scheduler"] is None
     assert (second["token_merging"], second["cache_interval"]) == (None, None)
 

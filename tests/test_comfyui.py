@@ -17,6 +17,7 @@ import torch
 import comfyui_env
 from t2vzero.comfy.install import PACK, api_workflows, install, ui_workflows
 from t2vzero.errors import UserError
+from t2vzero.motion import Combined, Pan, Rotate, Zoom
 
 FRAMES = 4
 NODE_IDS = ["T2VZeroCrossFrameAttention", "T2VZeroMotion", "T2VZeroSampler", "T2VZeroKSampler", "T2VZeroSharedNoise"]
@@ -421,9 +422,10 @@ def test_bad_settings_are_one_sentence_errors(pack, sd15):
         video_sampler(pack, t0=700, t1=700)
     with pytest.raises(UserError, match=r"^t0=900, t1=700"):
         ksampler(pack, model, zeros, t0=900, t1=700)
-    with pytest.raises(UserError, match=r"^motion 'left' is not of the form 12,12$"):
+    with pytest.raises(UserError, match=r"^motion part 'left' is not of the form .*; the grammar: DX,DY \| pan:DX,DY"):
         pack["T2VZeroMotion"].execute("left")
-    assert pack["T2VZeroMotion"].execute(" pan:4,-2 ").result[0] == (4.0, -2.0)
+    assert pack["T2VZeroMotion"].execute(" pan:4,-2 ").result[0] == Pan(4.0, -2.0)
+    assert pack["T2VZeroMotion"].execute("zoom:1.02+rotate:3").result[0] == Combined((Zoom(1.02), Rotate(3.0)))
     with pytest.raises(UserError, match="The latent batch holds 3 images but frames is 4"):
         ksampler(pack, model, torch.zeros(3, 4, 8, 8))
     one_step = ksampler(pack, model, zeros, steps=1)  # as in the library: frames 2..N from frame 1's moved noise
@@ -570,3 +572,13 @@ def test_each_stretch_seeds_its_own_step_noise(sd15):
     sample_video(None, torch.zeros(FRAMES, 4, 8, 8), schedule, {"seed": 40}, inner=Recording(), motion=(0.0, 0.0),
                  t0=500, t1=700, noise=torch.zeros(FRAMES, 4, 8, 8), model_sampling=model_sampling)
     assert calls == [(40, 1), (41, 1), (42, FRAMES)]
+
+
+def test_oracle_holds_for_a_camera_path(pack, sd15, latent_output):
+    """A zoom and turn, not just the paper's pan: the ComfyUI sampler moves frame 1's t0 latent as the library."""
+    path = Combined((Zoom(1.3), Rotate(20.0)))
+    library, comfy_out = library_and_comfyui(pack, sd15, motion=path)
+    scale = library.abs().max()
+    assert (library - comfy_out).abs().max() < 1e-5 * scale
+    _, panned = library_and_comfyui(pack, sd15, comfy_motion=(64.0, -64.0), motion=path)
+    assert (library[1:] - panned[1:]).abs().max() > 1e-2 * scale  # the path matters

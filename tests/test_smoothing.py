@@ -6,6 +6,7 @@ import torch
 
 from t2vzero import TextToVideoZero
 from t2vzero.errors import UserError
+from t2vzero.motion import translate_latents
 from t2vzero.smoothing import blend_backgrounds, latent_masks, saliency_masks
 
 KW = dict(video_length=4, height=64, width=64, num_inference_steps=8, t0=300, t1=700, progress=False)
@@ -19,13 +20,14 @@ def test_the_blend_keeps_the_foreground_and_pulls_the_background_to_warped_frame
     torch.manual_seed(0)
     latents = torch.randn(3, 4, 8, 8)
     shifts = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    warped = translate_latents(latents[0][None].expand(3, -1, -1, -1), shifts)
     fore = torch.ones(3, 1, 8, 8)
-    assert torch.equal(blend_backgrounds(latents, latents[0], fore, shifts, 0.6), latents)
+    assert torch.equal(blend_backgrounds(latents, warped, fore, 0.6), latents)
     back = torch.zeros(3, 1, 8, 8)
-    pulled = blend_backgrounds(latents, latents[0], back, shifts, 1.0)
+    pulled = blend_backgrounds(latents, warped, back, 1.0)
     assert torch.equal(pulled[0], latents[0])  # frame 1 blends with itself
     assert torch.equal(pulled[2, :, :, :6], latents[0, :, :, 2:])  # content moved left by 2 latent pixels
-    half = blend_backgrounds(latents, latents[0], back, shifts, 0.6)
+    half = blend_backgrounds(latents, warped, back, 0.6)
     assert torch.allclose(half[1], 0.6 * pulled[1] + 0.4 * latents[1])
 
 

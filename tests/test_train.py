@@ -98,3 +98,14 @@ def test_image_evaluation_refuses_bad_input_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([model, "--n", "0"])
     assert exit_info.value.code == 2
+
+
+def test_the_camera_world_trains_and_is_named_in_the_model_card(tmp_path):
+    """`--world camera` (issue 16's retrain data: larger, turned shapes reaching past the edge) runs end to end."""
+    out = tmp_path / "camera"
+    done = train(out, "--world", "camera")
+    assert done.returncode == 0, done.stderr
+    card = (out / "README.md").read_text()
+    assert "world `camera`" in card and "20-80 % of the frame side" in card and "turned" in card
+    refused = train(tmp_path / "other", "--world", "moon")
+    assert refused.returncode == 2 and "invalid choice" in refused.stderr

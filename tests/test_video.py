@@ -116,3 +116,14 @@ def test_outputs_get_ordinary_permissions_not_private_temp_ones(tmp_path):
         os.umask(umask)
     assert oct(video.stat().st_mode & 0o777) == oct(0o644) == oct(sheet.stat().st_mode & 0o777)
     assert oct(folder.stat().st_mode & 0o777) == oct(0o755)
+
+
+def test_contact_sheet_enlarges_small_frames_nearest(tmp_path):
+    from PIL import Image
+
+    video = moving_square(frames=3)  # 48 x 64 frames
+    sheet = np.asarray(Image.open(contact_sheet([video], tmp_path / "big.png", min_side=128)))
+    assert sheet.shape == (48 * 3, 64 * 3 * 3, 3)  # a whole factor of 3 makes the shorter side 144 >= 128
+    assert np.array_equal(sheet[:144, :192], video[0].repeat(3, axis=0).repeat(3, axis=1))
+    same = np.asarray(Image.open(contact_sheet([video], tmp_path / "same.png", min_side=48)))
+    assert same.shape == (48, 64 * 3, 3)

@@ -19,6 +19,19 @@ from pathlib import Path
 from typing import Any
 
 BUILT_IN = "built-in"
+# Camera-path presets at strength s (t2vzero.motion's grammar). MODELS_OWN is the model's default motion (its
+# t2vzero.json, else the paper's δ); DELTA takes the paper's pan from the δx/δy fields.
+MODELS_OWN = "the model's"
+DELTA = "pan δ (δx, δy below)"
+CAMERA_PRESETS: dict[str, Any] = {
+    "zoom in": lambda s: f"zoom:{1 + 0.03 * s:g}",
+    "zoom out": lambda s: f"zoom:{1 / (1 + 0.03 * s):g}",
+    "pan right": lambda s: f"pan:{16 * s:g},0",
+    "pan down": lambda s: f"pan:0,{16 * s:g}",
+    "rotate counter-clockwise": lambda s: f"rotate:{3 * s:g}",
+    "rotate clockwise": lambda s: f"rotate:{-3 * s:g}",
+    "zoom in and turn": lambda s: f"zoom:{1 + 0.02 * s:g}+rotate:{2 * s:g}",
+}
 
 
 @dataclass
@@ -93,13 +106,37 @@ class Runner:
         return fit_resolution(frames, int(resolution)), fps or src_fps or 8.0
 
     def save(self, result: Any, rows: list[Any], fps: float) -> tuple[str, str]:
-        from .video import contact_sheet, write_video
+        from .video import SHEET_MIN_SIDE, contact_sheet, write_video
 
         out = Path(tempfile.mkdtemp(dir=self.workdir))
         video = result.uint8()[0]
         path = write_video(video, out / "video.mp4", fps=fps)
-        sheet = contact_sheet([*rows, video], out / "video_sheet.png")
+        sheet = contact_sheet([*rows, video], out / "video_sheet.png", min_side=SHEET_MIN_SIDE)
         return str(path), str(sheet)
+
+    def camera_path(self, preset: str | None, strength: float, upload: str | None, dx: float | None,
+                    dy: float | None, no_motion: bool) -> Any:
+        """The motion for one call: an uploaded keyframe/flow file, else a preset at `strength` or δ, else None
+        (the model's own), checked (t2vzero.motion); 'no motion' contradicts a path, as on the command line."""
+        from .errors import UserError
+        from .motion import load_motion_file, parse_motion
+
+        chosen = upload or (preset not in (None, MODELS_OWN, DELTA))
+        if no_motion and chosen:
+            raise UserError("'no motion' and a camera path contradict each other; untick one")
+        if no_motion:
+            return (0.0, 0.0)
+        if upload:
+            if os.path.getsize(upload) > self.config.max_upload_mb * 2**20:
+                raise UserError(f"the path file is larger than this server's limit of {self.config.max_upload_mb} MB")
+            return load_motion_file(upload)
+        if preset in CAMERA_PRESETS:
+            return parse_motion(CAMERA_PRESETS[preset](float(strength)))
+        if preset == DELTA:
+            if dx is None or dy is None:
+                raise UserError("the pan δ preset needs both δx and δy (pixels per frame on a 512 grid)")
+            return (float(dx), float(dy))
+        return None
 
 
 def build(runner: Runner) -> Any:
@@ -128,18 +165,20 @@ def build(runner: Runner) -> Any:
                                                                       own])
         return run
 
-    def text_to_video(model, prompt, negative, frames, steps, guidance, seed, width, height, dx, dy, t0, t1,
-                      chunk, no_cfa, no_motion, smoothing, fps, scheduler, spacing, compat, lora, lora_scale):
+    def text_to_video(model, prompt, negative, frames, steps, guidance, seed, width, height, preset, strength,
+                      path_file, dx, dy, t0, t1, chunk, no_cfa, no_motion, smoothing, fps, scheduler, spacing, compat,
+                      lora, lora_scale):
         from .video import check_fps
 
         check_fps(float(fps))  # before any work, not after generating
+        motion = runner.camera_path(preset, strength, path_file, dx, dy, no_motion)
         pipe = runner.pipe(model, lora, lora_scale)
         result = pipe(prompt, negative_prompt=negative, video_length=int(frames),
                       num_inference_steps=int(steps) or None,
                       guidance_scale=guidance or None, generator=torch.Generator().manual_seed(check_seed(seed)),
                       width=int(width) or None, height=int(height) or None,
-                      motion=(0.0, 0.0) if no_motion else ((dx, dy) if dx is not None and dy is not None else None),
-                      t0=None if t0 is None else int(t0), t1=None if t1 is None else int(t1),
+                      motion=motion,
+                      t0=int(t0 or 0) or None, t1=int(t1 or 0) or None,
                       chunk_size=int(chunk) or None, cross_frame_attention=not no_cfa, compat=compat,
                       background_smoothing=float(smoothing) or None, scheduler=scheduler or None,
                       timestep_spacing=spacing or None)
@@ -171,19 +210,21 @@ def build(runner: Runner) -> Any:
                            scheduler=scheduler or None, timestep_spacing=spacing or None)
         return runner.save(result, [frames], out_fps)
 
-    def image_to_video(image, model, prompt, negative, frames, steps, guidance, seed, resolution, dx, dy, t0, t1,
-                       chunk, no_motion, fps, scheduler, spacing, lora, lora_scale):
+    def image_to_video(image, model, prompt, negative, frames, steps, guidance, seed, resolution, preset, strength,
+                       path_file, dx, dy, t0, t1, chunk, no_motion, fps, scheduler, spacing, lora, lora_scale):
+        from .video import check_fps
+
+        check_fps(float(fps))  # before any work, not after generating
         if image is None:
             raise UserError("upload an image first")
+        motion = runner.camera_path(preset, strength, path_file, dx, dy, no_motion)
         picture = check_image_size(np.asarray(image, np.uint8)[..., :3])
         pipe = runner.pipe(model, lora, lora_scale)
         picture = fit_resolution(picture[None], int(resolution or 0) or max(pipe.native_size()))[0]
         result = pipe.animate(picture, prompt, negative_prompt=negative, video_length=int(frames),
                               num_inference_steps=int(steps) or None, guidance_scale=guidance or None,
-                              generator=torch.Generator().manual_seed(int(seed)),
-                              motion=(0.0, 0.0) if no_motion else ((dx, dy) if dx is not None and dy is not None
-                                                                   else None),
-                              t0=None if t0 is None else int(t0), t1=None if t1 is None else int(t1),
+                              generator=torch.Generator().manual_seed(check_seed(seed)), motion=motion,
+                              t0=int(t0 or 0) or None, t1=int(t1 or 0) or None,
                               chunk_size=int(chunk) or None, scheduler=scheduler or None,
                               timestep_spacing=spacing or None)
         return runner.save(result, [picture[None]], float(fps))
@@ -225,6 +266,14 @@ def build(runner: Runner) -> Any:
                 gr.Number(value=8, precision=0, label="max frames"),
                 gr.Number(value=CLIP["resolution"], precision=0, label="resolution (longer side)")]
 
+    def camera_path_picker(tab: str) -> list[Any]:
+        """Camera path: a preset and its strength, or a keyframe (.json) / flow (.npy) file, which wins."""
+        return [gr.Dropdown([MODELS_OWN, DELTA, *CAMERA_PRESETS], value=MODELS_OWN, label="camera path",
+                            elem_id=f"{tab}-camera-path"),
+                gr.Slider(0, 4, value=1, step=0.25, label="camera path strength", elem_id=f"{tab}-camera-strength"),
+                gr.File(label="camera path file: keyframes .json or flow .npy (overrides the preset)",
+                        file_types=[".json", ".npy"], type="filepath", elem_id=f"{tab}-camera-file")]
+
     def outputs(elem_id: str | None = None) -> list[Any]:
         return [gr.Video(label="video", buttons=["download"], elem_id=elem_id),
                 gr.Image(label="contact sheet", type="filepath")]
@@ -244,10 +293,12 @@ def build(runner: Runner) -> Any:
                 seed = gr.Number(value=0, precision=0, label="seed")
                 width = gr.Number(value=0, precision=0, label="width (0: the model's)")
                 height = gr.Number(value=0, precision=0, label="height (0: the model's)")
-                dx = gr.Number(value=None, label=f"motion δx (empty: the model's, else {TEXT_TO_VIDEO['motion'][0]:g})")
-                dy = gr.Number(value=None, label=f"motion δy (empty: the model's, else {TEXT_TO_VIDEO['motion'][1]:g})")
-                t0 = gr.Number(value=None, precision=0, label=f"t0 (empty: the model's, else {TEXT_TO_VIDEO['t0']})")
-                t1 = gr.Number(value=None, precision=0, label=f"t1 (empty: the model's, else {TEXT_TO_VIDEO['t1']})")
+                preset, strength, path_file = camera_path_picker("t2v")
+                # A shown empty number field reads 0, so "the model's" is a value of its own (0 here, a preset above).
+                dx = gr.Number(value=TEXT_TO_VIDEO["motion"][0], label="motion δx (camera path 'pan δ')")
+                dy = gr.Number(value=TEXT_TO_VIDEO["motion"][1], label="motion δy (camera path 'pan δ')")
+                t0 = gr.Number(value=0, precision=0, label=f"t0 (0: the model's, else {TEXT_TO_VIDEO['t0']})")
+                t1 = gr.Number(value=0, precision=0, label=f"t1 (0: the model's, else {TEXT_TO_VIDEO['t1']})")
                 chunk = gr.Number(value=0, precision=0, label="chunk size (0: whole video)")
                 no_cfa = gr.Checkbox(label="no cross-frame attention (ablation)")
                 no_motion = gr.Checkbox(label="no motion (ablation)")
@@ -256,8 +307,8 @@ def build(runner: Runner) -> Any:
                 shared = shared_options(video=False)
             go = gr.Button("Generate", variant="primary", elem_id="t2v-generate")
             out = outputs()
-            inputs = [model, prompt, negative, frames, steps, guidance, seed, width, height, dx, dy, t0, t1, chunk,
-                      no_cfa, no_motion, smoothing, fps, *shared]
+            inputs = [model, prompt, negative, frames, steps, guidance, seed, width, height, preset, strength,
+                      path_file, dx, dy, t0, t1, chunk, no_cfa, no_motion, smoothing, fps, *shared]
             go.click(guarded(text_to_video), inputs, out)
             gr.Examples([[BUILT_IN, p] for p in ("a red circle on a blue background",
                                                  "a yellow triangle on a purple background",
@@ -276,10 +327,11 @@ def build(runner: Runner) -> Any:
                 a_seed = gr.Number(value=0, precision=0, label="seed")
                 a_resolution = gr.Number(value=ANIMATE["resolution"] or 0, precision=0,
                                          label="resolution, longer side (0: the model's native size)")
-                a_dx = gr.Number(value=None, label=f"motion δx (empty: the model's, else {ANIMATE['motion'][0]:g})")
-                a_dy = gr.Number(value=None, label=f"motion δy (empty: the model's, else {ANIMATE['motion'][1]:g})")
-                a_t0 = gr.Number(value=None, precision=0, label=f"t0 (empty: the model's, else {ANIMATE['t0']})")
-                a_t1 = gr.Number(value=None, precision=0, label=f"t1 (empty: the model's, else {ANIMATE['t1']})")
+                a_preset, a_strength, a_path_file = camera_path_picker("i2v")
+                a_dx = gr.Number(value=ANIMATE["motion"][0], label="motion δx (camera path 'pan δ')")
+                a_dy = gr.Number(value=ANIMATE["motion"][1], label="motion δy (camera path 'pan δ')")
+                a_t0 = gr.Number(value=0, precision=0, label=f"t0 (0: the model's, else {ANIMATE['t0']})")
+                a_t1 = gr.Number(value=0, precision=0, label=f"t1 (0: the model's, else {ANIMATE['t1']})")
                 a_chunk = gr.Number(value=0, precision=0, label="chunk size (0: whole video)")
                 a_no_motion = gr.Checkbox(label="no motion")
                 a_fps = gr.Number(value=ANIMATE["fps"], label="fps")
@@ -287,8 +339,8 @@ def build(runner: Runner) -> Any:
             a_go = gr.Button("Animate", variant="primary", elem_id="i2v-generate")
             a_out = outputs("i2v-video")
             a_go.click(guarded(image_to_video), [a_image, a_model, a_prompt, a_negative, a_frames, a_steps, a_guidance,
-                                                 a_seed, a_resolution, a_dx, a_dy, a_t0, a_t1, a_chunk, a_no_motion,
-                                                 a_fps, *a_shared], a_out)
+                                                 a_seed, a_resolution, a_preset, a_strength, a_path_file, a_dx,
+                                                 a_dy, a_t0, a_t1, a_chunk, a_no_motion, a_fps, *a_shared], a_out)
         with gr.Tab("ControlNet video"):
             upload = gr.Video(label="input video", sources=["upload"])
             c_model = gr.Dropdown(runner.choices(), value=BUILT_IN, label="model")

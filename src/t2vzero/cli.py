@@ -36,18 +36,24 @@ def parse_pair(text: str, sep: str, what: str, cast: Any = float) -> tuple[Any, 
 SEED = click.IntRange(-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
 
 
-def parse_motion_option(motion: str | None, no_motion: bool) -> tuple[float, float] | None:
-    """--motion/--no-motion as the pipeline's `motion`: δ = (DX, DY), zero, or None for the model's default."""
-    if no_motion and motion:
-        raise UserError("--motion and --no-motion contradict each other; give one of them")
-    return (0.0, 0.0) if no_motion else (parse_pair(motion, ",", "motion") if motion else None)
-
-
 def check_prompt_text(prompt: str) -> str:
     """An empty prompt is a valid unconditional prompt; undecodable bytes or control codes are not text."""
     if any(0xDC80 <= ord(c) <= 0xDCFF for c in prompt) or any(ord(c) < 32 and c not in "\t\n" for c in prompt):
         raise UserError("the prompt is not text (it holds binary or control characters); pass words in quotes")
     return prompt
+
+
+def _motion_options(fn: Any) -> Any:
+    """--motion SPEC and --motion-file FILE, for the commands with a camera path (generate, animate)."""
+    fn = click.option("--motion-file", default=None, metavar="FILE",
+                      help='Camera path from a file: .json keyframes [{"frame": 0, "dx": 0, "dy": 0, "zoom": 1, '
+                      '"rotate": 0}, ...] (interpolated between keys) or a .npy dense flow (frames-1, 2, H, W) in '
+                      "output pixels.")(fn)
+    return click.option("--motion", default=None, metavar="SPEC",
+                        help="Camera path: DX,DY (the paper's δ, pixels per frame on a 512 grid; positive moves "
+                        "content left/up, as the reference), pan:DX,DY, zoom:F (scale per frame), rotate:DEG (per "
+                        "frame, counter-clockwise), or parts joined by '+', e.g. zoom:1.02+pan:4,0 [default: "
+                        f"model's, else {TEXT_TO_VIDEO['motion'][0]:g},{TEXT_TO_VIDEO['motion'][1]:g}].")(fn)
 
 
 def _sampler_options(fn: Any) -> Any:
@@ -128,9 +134,7 @@ def main() -> None:
               f"[default: model's, else {TEXT_TO_VIDEO['guidance_scale']}].")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed (a CPU torch.Generator).")
 @click.option("--size", default=None, help="WxH, multiples of 8 [default: the model's native size].")
-@click.option("--motion", default=None, help="Motion δ as DX,DY pixels per frame on a 512 grid; positive moves "
-              "content left/up, as the reference [default: model's, else "
-              f"{TEXT_TO_VIDEO['motion'][0]:g},{TEXT_TO_VIDEO['motion'][1]:g}].")
+@_motion_options
 @click.option("--t0", type=int, default=None,
               help=f"Timestep t0 of the motion jump [default: model's, else {TEXT_TO_VIDEO['t0']}].")
 @click.option("--t1", type=int, default=None,
@@ -161,7 +165,8 @@ def main() -> None:
 @ray_options
 def generate(prompt: str, model: str | None, model_config: str | None, negative: str, prompt_2: str | None,
              negative_2: str | None, guidance_rescale: float, frames: int, steps: int | None,
-             guidance: float | None, seed: int, size: str | None, motion: str | None, t0: int | None,
+             guidance: float | None, seed: int, size: str | None, motion: str | None, motion_file: str | None,
+             t0: int | None,
              t1: int | None, chunk_size: int | None, no_cross_frame_attention: bool, no_motion: bool,
              smoothing: float | None, fps: float, scheduler: str | None, timestep_spacing: str | None,
              device: str, dtype: str, lora: tuple[str, ...], allow_pickle: bool, compat: str, output: str,
@@ -179,7 +184,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     check_prompt_text(prompt)
     check_scheduler_args(scheduler, timestep_spacing)
     width, height = parse_pair(size, "x", "size", int) if size else (8, 8)
-    delta = parse_motion_option(motion, no_motion)
+    camera = motion_from_options(motion, motion_file, no_motion)
     check_fps(fps)
     check_finite({"--guidance": guidance})
     _check_single_file_config(model, model_config)
@@ -190,6 +195,8 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
                      num_videos_per_prompt=1, compat=compat)
     if t0 is not None and t1 is not None and t0 >= t1:
         raise UserError(f"t0={t0} must be smaller than t1={t1} (diffusion timesteps, 0 <= t0 < t1 < 1000)")
+    if camera is not None:
+        camera.check(frames, (width, height) if size else None)
     check_steps_before_loading(model, model_config, steps)
     check_output_path(output)
     if sheet:
@@ -207,7 +214,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     import torch
 
     from .pipeline import TextToVideoZero
-    from .video import contact_sheet, sheet_path, write_video
+    from .video import SHEET_MIN_SIDE, contact_sheet, sheet_path, write_video
 
     pipe = TextToVideoZero.from_pretrained(model, device=device, dtype=dtype, lora=lora, allow_pickle=allow_pickle,
                                            config=model_config)
@@ -216,7 +223,7 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     _warn_long_prompt(pipe, prompt, negative)
     result = pipe(prompt, video_length=frames, height=height if size else None, width=width if size else None,
                   num_inference_steps=steps, guidance_scale=guidance, negative_prompt=negative,
-                  generator=torch.Generator().manual_seed(seed), motion=delta, t0=t0, t1=t1, chunk_size=chunk_size,
+                  generator=torch.Generator().manual_seed(seed), motion=camera, t0=t0, t1=t1, chunk_size=chunk_size,
                   cross_frame_attention=not no_cross_frame_attention, compat=compat, background_smoothing=smoothing,
                   scheduler=scheduler, timestep_spacing=timestep_spacing, token_merging=speed.get("tome"),
                   prompt_2=prompt_2, negative_prompt_2=negative_2, guidance_rescale=guidance_rescale,
@@ -224,8 +231,23 @@ def generate(prompt: str, model: str | None, model_config: str | None, negative:
     video = result.uint8()[0]
     path = write_video(video, output, fps=fps)
     if sheet:
-        contact_sheet([video], sheet_path(output))
+        contact_sheet([video], sheet_path(output), min_side=SHEET_MIN_SIDE)
     click.echo(str(path))
+
+
+def motion_from_options(motion: str | None, motion_file: str | None, no_motion: bool = False) -> Any:
+    """The camera path of --motion SPEC, --motion-file FILE or --no-motion (at most one); None: the model's."""
+    given = [name for name, value in (("--motion", motion), ("--motion-file", motion_file), ("--no-motion", no_motion))
+             if value]
+    if len(given) > 1:
+        raise UserError(f"{' and '.join(given)} contradict each other; give one of them")
+    from .motion import Pan, load_motion_file, parse_motion
+
+    if no_motion:
+        return Pan(0.0, 0.0)
+    if motion_file:
+        return load_motion_file(motion_file)
+    return parse_motion(motion) if motion else None
 
 
 def _video_input_options(fn: Any) -> Any:
@@ -573,8 +595,7 @@ def restyle(input_video: str, prompt: str, strength: float, steps: int, guidance
 @click.option("--resolution", type=int, default=ANIMATE["resolution"],
               help="Longer side of the video; the image is resized to it (aspect kept, multiples of 8) "
               "[default: the model's native size].")
-@click.option("--motion", default=None, help="Motion δ as DX,DY pixels per frame on a 512 grid, as in generate "
-              f"[default: model's, else {ANIMATE['motion'][0]:g},{ANIMATE['motion'][1]:g}].")
+@_motion_options
 @click.option("--no-motion", is_flag=True, help="Zero motion field (δ = 0).")
 @click.option("--t0", type=int, default=None, help=f"Timestep t0 [default: model's, else {ANIMATE['t0']}].")
 @click.option("--t1", type=int, default=None, help=f"Timestep t1 [default: model's, else {ANIMATE['t1']}].")
@@ -592,8 +613,8 @@ def restyle(input_video: str, prompt: str, strength: float, steps: int, guidance
               help="Output: .mp4, .webm, .gif, or a folder (frames/) of numbered PNGs.")
 @click.option("--sheet", is_flag=True, help="Also write a contact sheet: the image, then the frames.")
 def animate(image: str, prompt: str, frames: int, steps: int | None, guidance: float | None, seed: int,
-            resolution: int | None, motion: str | None, no_motion: bool, t0: int | None, t1: int | None,
-            chunk_size: int | None, fps: float, **o: Any) -> None:
+            resolution: int | None, motion: str | None, motion_file: str | None, no_motion: bool, t0: int | None,
+            t1: int | None, chunk_size: int | None, fps: float, **o: Any) -> None:
     """Animate IMAGE: frame 1 is the image (DDIM-inverted), frames 2..N move with --motion; PROMPT optional."""
     from .checks import MAX_SIDE, check_video_args
     from .inputs import read_image
@@ -603,7 +624,9 @@ def animate(image: str, prompt: str, frames: int, steps: int | None, guidance: f
 
     check_prompt_text(prompt)
     check_scheduler_args(o["scheduler"], o["timestep_spacing"])
-    delta = parse_motion_option(motion, no_motion)
+    camera = motion_from_options(motion, motion_file, no_motion)
+    if camera is not None:
+        camera.check(frames, None)
     check_fps(fps)
     check_finite({"--guidance": guidance})
     check_video_args(video_length=frames, height=8, width=8, num_inference_steps=steps if steps is not None else 1,
@@ -633,7 +656,7 @@ def animate(image: str, prompt: str, frames: int, steps: int | None, guidance: f
     _warn_long_prompt(pipe, prompt, o["negative"])
     result = pipe.animate(picture, prompt, negative_prompt=o["negative"], video_length=frames,
                           num_inference_steps=steps, guidance_scale=guidance,
-                          generator=torch.Generator().manual_seed(seed), motion=delta, t0=t0, t1=t1,
+                          generator=torch.Generator().manual_seed(seed), motion=camera, t0=t0, t1=t1,
                           chunk_size=chunk_size, scheduler=o["scheduler"], timestep_spacing=o["timestep_spacing"],
                           token_merging=o["tome"], cache_interval=o["cache_interval"])
     _finish(result, o, fps, [picture[None]])

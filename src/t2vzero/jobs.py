@@ -222,9 +222,9 @@ def _check_generate(p: dict[str, Any]) -> None:
     check_prompt_text(p["prompt"])
     check_scheduler_args(p["scheduler"], p["timestep_spacing"])
     width, height = parse_pair(p["size"], "x", "size", int) if p["size"] else (8, 8)
-    if p["no_motion"] and p["motion"]:
-        raise UserError("--motion and --no-motion contradict each other; give one of them")
-    _motion(p)
+    camera = _motion(p)
+    if camera is not None:
+        camera.check(p["frames"], (width, height) if p["size"] else None)
     check_fps(p["fps"])
     check_finite({"--guidance": p["guidance"]})
     _check_single_file_config(p["model"], p["model_config"])
@@ -239,10 +239,10 @@ def _check_generate(p: dict[str, Any]) -> None:
     _check_speed(p, p["device"])
 
 
-def _motion(p: dict[str, Any]) -> tuple[float, float] | None:
-    from .cli import parse_pair
+def _motion(p: dict[str, Any]) -> Any:
+    from .cli import motion_from_options
 
-    return (0.0, 0.0) if p["no_motion"] else (parse_pair(p["motion"], ",", "motion") if p["motion"] else None)
+    return motion_from_options(p["motion"], p["motion_file"], p["no_motion"])
 
 
 def _generation_args(p: dict[str, Any]) -> dict[str, Any]:
@@ -404,7 +404,8 @@ MODES: dict[str, Mode] = {
     "generate": Mode(
         "generate", _check_generate, _pipe_key, _load_pipe, _render_generate, lambda p: p["frames"],
         _LOADS | _SAMPLING | {"prompt", "model_config", "prompt_2", "negative_2", "guidance_rescale", "frames",
-                              "size", "motion", "no_motion", "t0", "t1", "no_cross_frame_attention", "smoothing"},
+                              "size", "motion", "motion_file", "no_motion", "t0", "t1", "no_cross_frame_attention",
+                              "smoothing"},
         anchor=_anchor_generate, splittable=lambda p: _splittable(p) and p["smoothing"] is None),
     "control": Mode(
         "control", _check_control, lambda p: (*_pipe_key(p), tuple(p["controlnets"])),

@@ -336,7 +336,8 @@ _DEFAULT_KEYS: dict[str, tuple[Any, str]] = {
     "num_inference_steps": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     "guidance_scale": (lambda v: _is_number(v), "a finite number"),
     "eta": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
-    "motion": (lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v), "[dx, dy]"),
+    "motion": (lambda v: (isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v)) or _is_motion_spec(v),
+               '[dx, dy] or a camera path such as "zoom:1.02+pan:4,0"'),
     "t0": (lambda v: _is_int(v) and v >= 0, "a timestep (whole number)"),
     "t1": (lambda v: _is_int(v) and v >= 0, "a timestep (whole number)"),
     "vocabulary": (lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v), "a list of words"),
@@ -349,6 +350,15 @@ def _scheduler_names() -> tuple[str, ...]:
     from .schedulers import SCHEDULERS
 
     return tuple(SCHEDULERS)
+
+
+def _is_motion_spec(v: Any) -> bool:
+    from .motion import parse_motion
+
+    try:
+        return isinstance(v, str) and parse_motion(v) is not None
+    except UserError:
+        return False
 
 
 def _is_int(v: Any) -> bool:

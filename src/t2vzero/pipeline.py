@@ -71,6 +71,7 @@ class TextToVideoZero:
         A few-step sampler (LCM, TCD) with no step count given takes its own (4).
         """
         from .defaults import pick
+        from .motion import as_motion
         from .schedulers import default_steps
 
         if given.get("scheduler") is None and self.defaults.get("scheduler"):  # the model's sampler, with its spacing
@@ -85,14 +86,14 @@ class TextToVideoZero:
             given["width"] = native_w if given.get("width") is None else given["width"]
         for name in ("video_length", "num_inference_steps", "guidance_scale", "motion", "t0", "t1", "eta"):
             given[name] = pick("generate", name, given.get(name), self.defaults)
-        given["motion"] = tuple(given["motion"])
+        given["motion"] = as_motion(given["motion"])  # the model's [dx, dy] becomes a Pan
         return given
 
     def __call__(self, prompt: str | list[str], *, video_length: int | None = None, height: int | None = None,
                  width: int | None = None, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, negative_prompt: str | list[str] | None = None,
                  num_videos_per_prompt: int = 1, eta: float | None = None, generator: Any = None,
-                 motion: tuple[float, float] | None = None, t0: int | None = None, t1: int | None = None,
+                 motion: Any = None, t0: int | None = None, t1: int | None = None,
                  chunk_size: int | None = None, cross_frame_attention: bool = True, compat: str = "t2vzero",
                  scheduler: str | None = None, timestep_spacing: str | None = None,
                  token_merging: float | None = None, cache_interval: int | None = None,
@@ -104,6 +105,8 @@ class TextToVideoZero:
         """Generate videos; None arguments take the model's defaults, then the paper's.
 
         `scheduler` names a sampler of `t2vzero.schedulers.SCHEDULERS` (default: the model's own).
+        `motion` is the camera path (`t2vzero.motion.as_motion`): the paper's (dx, dy) δ, a spec such as
+        "zoom:1.03+pan:4,0", a `Motion` (e.g. `load_motion_file(path)`) or a function frame -> 2x3 sampling map.
         """
         from .modes.text2video import text_to_video
 

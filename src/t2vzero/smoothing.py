@@ -14,19 +14,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .motion import translate_latents
-
 PAPER_ALPHA = 0.6
 
 
-def blend_backgrounds(latents: torch.Tensor, first: torch.Tensor, masks: torch.Tensor, shifts: torch.Tensor,
-                      alpha: float) -> torch.Tensor:
+def blend_backgrounds(latents: torch.Tensor, warped: torch.Tensor, masks: torch.Tensor, alpha: float) -> torch.Tensor:
     """Apply the smoothing to a (F, C, h, w) stack of one video's frames at one step.
 
-    `first` is frame 1's (C, h, w) latent at that step, `masks` (F, 1, h, w) is 1 on the foreground,
-    `shifts` (F, 2) are the frames' latent-pixel translations (0 for frame 1, which so stays as it is).
+    `warped` (F, C, h, w) is frame 1's latent at that step moved to each frame along the camera path
+    (`t2vzero.motion.warp_latents`; frame 1 itself unmoved, so it stays as it is), `masks` (F, 1, h, w)
+    is 1 on the foreground.
     """
-    warped = translate_latents(first[None].expand(len(latents), -1, -1, -1), shifts)
     masks = masks.to(device=latents.device, dtype=latents.dtype)
     return masks * latents + (1 - masks) * (alpha * warped + (1 - alpha) * latents)
 

@@ -274,13 +274,23 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float | None]:
     return np.stack(frames), source.fps
 
 
-def contact_sheet(rows: list[np.ndarray], path: str | Path, max_columns: int = 8) -> Path:
-    """Save a PNG grid: one band per row of frames (e.g. input, condition, output), wrapped at `max_columns`."""
+SHEET_MIN_SIDE = 128  # what the CLI and the app enlarge small frames to on a contact sheet
+
+
+def contact_sheet(rows: list[np.ndarray], path: str | Path, max_columns: int = 8, min_side: int = 1) -> Path:
+    """Save a PNG grid: one band per row of frames (e.g. input, condition, output), wrapped at `max_columns`.
+
+    Frames whose shorter side is below `min_side` are enlarged by a whole factor, nearest (no blur), so that a
+    64-pixel video can be seen.
+    """
     from PIL import Image
 
     bands = []
     for frames in rows:
         frames = np.asarray(frames, dtype=np.uint8)
+        factor = -(-min_side // min(frames.shape[1:3]))
+        if factor > 1:
+            frames = frames.repeat(factor, axis=1).repeat(factor, axis=2)
         cols = min(max_columns, len(frames))
         pad = (-len(frames)) % cols
         if pad:

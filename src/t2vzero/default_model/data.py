@@ -25,8 +25,25 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 COLOURS: tuple[str, ...] = tuple(PALETTE)
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 RESOLUTION = 64
-MIN_SIZE, MAX_SIZE = 0.20, 0.45  # shape extent as a fraction of the frame side
+MIN_SIZE, MAX_SIZE = 0.20, 0.45  # shape extent as a fraction of the frame side (the shipped model's world)
 _SUPERSAMPLE = 4
+
+
+@dataclass(frozen=True)
+class World:
+    """What the images may show: shape sizes (fractions of the frame side), the share of squares and
+    triangles turned to a uniformly random angle, and how far a shape may reach beyond the frame's edge
+    (a fraction of its size; 0 keeps it whole)."""
+
+    min_size: float = MIN_SIZE
+    max_size: float = MAX_SIZE
+    turned: float = 0.0
+    outside: float = 0.0
+
+
+# "classic" is what the shipped model was trained on. "camera" is for camera paths (issue 16): zoom makes
+# objects larger and carries them across the edge, rotation turns them, so the model must have seen that.
+WORLDS: dict[str, World] = {"classic": World(), "camera": World(max_size=0.80, turned=0.5, outside=0.3)}
 
 
 def caption(colour: str, shape: str, bg: str) -> str:
@@ -44,11 +61,21 @@ def caption_words() -> list[str]:
     return ["a", "on", "background", *SHAPES, *COLOURS]
 
 
-def render_mask(shape: str, size: float, centre: tuple[float, float], resolution: int = RESOLUTION) -> np.ndarray:
+def turn_points(points: list[tuple[float, float]], centre: tuple[float, float],
+                angle: float) -> list[tuple[float, float]]:
+    """Points turned by `angle` degrees counter-clockwise on screen (y grows downwards) about `centre`."""
+    c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    cx, cy = centre
+    return [(cx + c * (x - cx) + s * (y - cy), cy - s * (x - cx) + c * (y - cy)) for x, y in points]
+
+
+def render_mask(shape: str, size: float, centre: tuple[float, float], resolution: int = RESOLUTION,
+                angle: float = 0.0) -> np.ndarray:
     """Coverage in [0, 1] (float32, HxW) of a filled shape.
 
     `size` is the side / diameter / base-and-height in pixels; `centre` is the (x, y) centre of the
-    shape's bounding box in pixels (pixel centres at integer + 0.5). Triangles are upright (apex up).
+    shape's bounding box in pixels (pixel centres at integer + 0.5). Triangles are upright (apex up)
+    at `angle` 0; squares and triangles turn by `angle` degrees counter-clockwise about `centre`.
     """
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
@@ -65,6 +92,8 @@ def render_mask(shape: str, size: float, centre: tuple[float, float], resolution
             pts = [(cx - half, cy - half), (cx + half, cy - half), (cx + half, cy + half), (cx - half, cy + half)]
         else:
             pts = [(cx, cy - half), (cx + half, cy + half), (cx - half, cy + half)]
+        if angle:
+            pts = turn_points(pts, centre, angle)
         poly = np.array([[round(x * scale), round(y * scale)] for x, y in pts], np.int32)
         cv2.fillPoly(big, [poly], 255, cv2.LINE_8, shift)
     small = cv2.resize(big, (resolution, resolution), interpolation=cv2.INTER_AREA)
@@ -72,11 +101,11 @@ def render_mask(shape: str, size: float, centre: tuple[float, float], resolution
 
 
 def render_image(shape: str, colour: str | tuple[int, int, int], bg: str | tuple[int, int, int], size: float,
-                 centre: tuple[float, float], resolution: int = RESOLUTION) -> np.ndarray:
+                 centre: tuple[float, float], resolution: int = RESOLUTION, angle: float = 0.0) -> np.ndarray:
     """One uint8 HxWx3 RGB image: a filled `shape` of `colour` on a plain `bg` (names or RGB tuples)."""
     fg_rgb = np.array(PALETTE[colour] if isinstance(colour, str) else colour, np.float32)
     bg_rgb = np.array(PALETTE[bg] if isinstance(bg, str) else bg, np.float32)
-    cover = render_mask(shape, size, centre, resolution)[..., None]
+    cover = render_mask(shape, size, centre, resolution, angle)[..., None]
     img = bg_rgb * (1 - cover) + fg_rgb * cover
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
@@ -90,6 +119,7 @@ class Sample:
     bg: str
     size: float
     centre: tuple[float, float]
+    angle: float = 0.0  # degrees counter-clockwise on screen (squares and triangles)
 
     @property
     def caption(self) -> str:
@@ -98,21 +128,26 @@ class Sample:
 
     def render(self, resolution: int = RESOLUTION) -> np.ndarray:
         """The image, uint8 HxWx3."""
-        return render_image(self.shape, self.colour, self.bg, self.size, self.centre, resolution)
+        return render_image(self.shape, self.colour, self.bg, self.size, self.centre, resolution, self.angle)
 
 
-def random_sample(rng: np.random.Generator, resolution: int = RESOLUTION) -> Sample:
-    """Draw one sample's parameters: uniform colours (object != background), shape, size, position."""
+def random_sample(rng: np.random.Generator, resolution: int = RESOLUTION, world: World = WORLDS["classic"]) -> Sample:
+    """Draw one sample's parameters: uniform colours (object != background), shape, size, position, and in a
+    world with turned shapes an angle. The classic world draws exactly what it always drew."""
     colour, bg = rng.choice(len(COLOURS), size=2, replace=False)
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
-    size = float(rng.uniform(MIN_SIZE, MAX_SIZE)) * resolution
-    half = size / 2
-    cx, cy = rng.uniform(half, resolution - half, size=2)  # keeps the whole shape inside the frame
-    return Sample(COLOURS[colour], shape, COLOURS[bg], size, (float(cx), float(cy)))
+    size = float(rng.uniform(world.min_size, world.max_size)) * resolution
+    inset = size / 2 - world.outside * size  # 0 outside: the whole shape stays inside the frame
+    cx, cy = rng.uniform(inset, resolution - inset, size=2)
+    angle = 0.0
+    if world.turned and shape != "circle" and rng.random() < world.turned:
+        angle = float(rng.uniform(0.0, 360.0))
+    return Sample(COLOURS[colour], shape, COLOURS[bg], size, (float(cx), float(cy)), angle)
 
 
-def make_batch(rng: np.random.Generator, n: int, resolution: int = RESOLUTION) -> tuple[np.ndarray, list[str]]:
+def make_batch(rng: np.random.Generator, n: int, resolution: int = RESOLUTION,
+               world: World = WORLDS["classic"]) -> tuple[np.ndarray, list[str]]:
     """`n` random images (uint8 NxHxWx3) and their captions, fully determined by `rng`'s state."""
-    samples = [random_sample(rng, resolution) for _ in range(n)]
+    samples = [random_sample(rng, resolution, world) for _ in range(n)]
     images = np.stack([s.render(resolution) for s in samples])
     return images, [s.caption for s in samples]

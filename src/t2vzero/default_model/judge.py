@@ -79,13 +79,16 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 def shape_coverage(shape: str, cx: np.ndarray, cy: np.ndarray, size: np.ndarray, xs: np.ndarray,
-                   ys: np.ndarray) -> np.ndarray:
+                   ys: np.ndarray, angle: np.ndarray | float = 0.0) -> np.ndarray:
     """Coverage in [0, 1] of ideal shapes at pixel centres (xs, ys), broadcast over candidate parameters.
 
     The geometry is `data.render_mask`'s (size = diameter / side / base and height, (cx, cy) = bounding-box
-    centre, triangles apex up) with a one-pixel linear edge instead of supersampling, so that hundreds of
-    candidates can be scored at once.
+    centre, triangles apex up, turned by `angle` degrees counter-clockwise on screen about (cx, cy)) with a
+    one-pixel linear edge instead of supersampling, so that hundreds of candidates can be scored at once.
     """
+    if np.any(angle):  # sample the upright shape at the points turned back (clockwise on screen)
+        c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+        xs, ys = cx + c * (xs - cx) - s * (ys - cy), cy + s * (xs - cx) + c * (ys - cy)
     half = size / 2
     if shape == "circle":
         return np.clip(half - np.hypot(xs - cx, ys - cy) + 0.5, 0, 1)
@@ -139,16 +142,97 @@ def shape_scores(mask: np.ndarray) -> dict[str, float]:
     return scores
 
 
-def classify_shape(mask: np.ndarray) -> tuple[str, float]:
-    """Shape name (best-fitting silhouette) and fill ratio (area / bounding-box area) of a binary object mask."""
+def classify_shape(mask: np.ndarray, turned: bool = False) -> tuple[str, float]:
+    """Shape name (best-fitting silhouette) and fill ratio (area / bounding-box area) of a binary object mask.
+
+    `turned` also fits squares and triangles at any angle (`fit_orientation`), for a model trained on turned
+    shapes (the "camera" data world); upright fits stay the default, which the shipped model's numbers use.
+    """
     scores = shape_scores(mask)
+    if turned:
+        for shape in PERIODS:
+            scores[shape] = max(scores[shape], fit_orientation(mask, shape)[1])
     ys, xs = np.nonzero(mask)
     fill = float(mask.sum() / ((xs.max() + 1 - xs.min()) * (ys.max() + 1 - ys.min())))
     return max(scores, key=scores.__getitem__), fill
 
 
-def judge(frame: np.ndarray) -> Verdict:
-    """Judge one uint8 HxWx3 RGB frame (any size)."""
+PERIODS = {"square": 90.0, "triangle": 360.0}  # the angles after which each shape looks the same again
+
+
+def fit_orientation(mask: np.ndarray, shape: str, step: float = 3.0) -> tuple[float, float]:
+    """(angle, IoU): the turn, in degrees counter-clockwise on screen within the shape's period, of the
+    `data.render_mask` silhouette that best overlaps a binary object mask.
+
+    The silhouette is placed at the mask's centroid with the size its area implies (a square's side is
+    √area, a triangle's base and height √(2·area)); a coarse search over angle, position and size is then
+    refined around the best. Only in-frame pixels count, as in `shape_scores`.
+    """
+    if shape not in PERIODS:
+        raise ValueError(f"{shape!r} has no orientation; expected one of {tuple(PERIODS)}")
+    ys_, xs_ = np.nonzero(mask)
+    mx, my = float(xs_.mean() + 0.5), float(ys_.mean() + 0.5)
+    size = float(np.sqrt(len(xs_) * (2.0 if shape == "triangle" else 1.0)))
+    h, w = mask.shape
+    pad = int(size) + 2
+    wx0, wx1 = max(0, int(mx) - pad), min(w, int(mx) + pad)
+    wy0, wy1 = max(0, int(my) - pad), min(h, int(my) + pad)
+    window = mask[wy0:wy1, wx0:wx1].astype(np.float32)
+    ys, xs = (g[None].astype(np.float32) + 0.5 for g in np.mgrid[wy0:wy1, wx0:wx1])
+    best = (0.0, 0.0, mx, my, size)
+    # Angle alone first (the centroid and area already place the silhouette), then all four around the best.
+    for span, angle_step, shift, scale in ((PERIODS[shape], step, 0.0, 0.0), (2 * step, step / 3, 0.05 * size, 0.06),
+                                           (step / 1.5, step / 6, 0.02 * size, 0.03)):
+        best = _orientation_search(shape, window, xs, ys, best[1:], span, angle_step, shift, scale)
+    return best[1] % PERIODS[shape], best[0]
+
+
+def _orientation_search(shape: str, mask: np.ndarray, xs: np.ndarray, ys: np.ndarray, start: tuple[float, ...],
+                        span: float, angle_step: float, shift: float, scale: float) -> tuple[float, ...]:
+    """(IoU, angle, centroid x, centroid y, size) of the best candidate on a grid around `start`."""
+    angle0, mx0, my0, size0 = start
+    grid = np.array([-1.0, 0.0, 1.0] if shift else [0.0], np.float32)
+    angles = angle0 + np.arange(-span / 2, span / 2 + 1e-6, angle_step)
+    a, dx, dy, k = (v.reshape(-1, 1, 1) for v in np.meshgrid(angles, shift * grid, shift * grid, 1 + scale * grid,
+                                                             indexing="ij"))
+    size = size0 * k
+    # Silhouettes are turned about their bounding-box centre; a triangle's centroid sits size/6 below it.
+    drop = size / 6 if shape == "triangle" else 0.0
+    c, s = np.cos(np.radians(a)), np.sin(np.radians(a))
+    cx, cy = mx0 + dx - s * drop, my0 + dy - c * drop
+    cover = shape_coverage(shape, cx, cy, size, xs, ys, a)
+    iou = np.minimum(cover, mask).sum((1, 2)) / np.maximum(np.maximum(cover, mask).sum((1, 2)), 1e-6)
+    i = int(np.argmax(iou))
+    return (float(iou[i]), float(a[i, 0, 0]), float(mx0 + dx[i, 0, 0]), float(my0 + dy[i, 0, 0]),
+            float(size[i, 0, 0]))
+
+
+def object_mask(frame: np.ndarray) -> np.ndarray | None:
+    """The judge's binary object mask of one RGB frame, or None when it finds no object."""
+    return _read(frame)[1]
+
+
+def orientation(frame: np.ndarray, shape: str) -> float | None:
+    """The object's fitted orientation (degrees counter-clockwise, within the shape's period; see
+    `fit_orientation`), or None when no object is found."""
+    mask = object_mask(frame)
+    return None if mask is None else fit_orientation(mask, shape)[0]
+
+
+def judge(frame: np.ndarray, turned: bool = False) -> Verdict:
+    """Judge one uint8 HxWx3 RGB frame (any size); `turned`: see `classify_shape`."""
+    (background, colour), mask = _read(frame)
+    if mask is None:
+        return Verdict(background=background, found=False)
+    shape, fill = classify_shape(mask, turned)
+    ys, xs = np.nonzero(mask)
+    return Verdict(background=background, found=True, colour=colour, shape=shape,
+                   centroid=(float(xs.mean() + 0.5), float(ys.mean() + 0.5)), area=float(mask.mean()),
+                   fill_ratio=fill)
+
+
+def _read(frame: np.ndarray) -> tuple[tuple[str, str | None], np.ndarray | None]:
+    """((background, object colour), object mask) of one frame; the mask is None when nothing stands out."""
     img = np.asarray(frame)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 RGB frame, got shape {img.shape}")
@@ -172,7 +256,7 @@ def judge(frame: np.ndarray) -> Verdict:
     rough = _largest_component(cv2.morphologyEx((dist > max(25.0, 0.45 * others.min())).astype(np.uint8),
                                                  cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)) > 0)
     if rough.sum() < MIN_AREA_FRACTION * h * w:
-        return Verdict(background=background, found=False)
+        return (background, None), None
 
     # Object colour from its core (the half of the pixels furthest from the background): edges are blends.
     core = pix[rough][dist[rough] >= np.median(dist[rough])]
@@ -185,9 +269,5 @@ def judge(frame: np.ndarray) -> Verdict:
     t = cv2.GaussianBlur(t.astype(np.float32), (0, 0), max(h, w) / 64)  # pixel noise would make edges ragged
     mask = _largest_component(t > 0.5)
     if mask.sum() < MIN_AREA_FRACTION * h * w:
-        return Verdict(background=background, found=False)
-    shape, fill = classify_shape(mask)
-    ys, xs = np.nonzero(mask)
-    return Verdict(background=background, found=True, colour=colour, shape=shape,
-                   centroid=(float(xs.mean() + 0.5), float(ys.mean() + 0.5)), area=float(mask.mean()),
-                   fill_ratio=fill)
+        return (background, colour), None
+    return (background, colour), mask

@@ -169,13 +169,14 @@ class _Phase:
                 f"final_{self.metric}": float(np.mean(self.recent))}
 
 
-def train_vae(vae: Any, rng: np.random.Generator, steps: int, minutes: float, batch: int, log: LossLog) -> dict:
+def train_vae(vae: Any, rng: np.random.Generator, steps: int, minutes: float, batch: int, log: LossLog,
+              world: data.World = data.WORLDS["classic"]) -> dict:
     """Phase 1. Fresh images every step (drawing is ~0.2 ms/image, negligible next to the model)."""
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     vae.train()
     phase = _Phase("vae", opt, 1e-3, steps, minutes, 50, log, "mse", 5)
     for _ in phase:
-        images, _ = data.make_batch(rng, batch)
+        images, _ = data.make_batch(rng, batch, world=world)
         x = to_tensor(images)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
@@ -189,7 +190,7 @@ def train_vae(vae: Any, rng: np.random.Generator, steps: int, minutes: float, ba
 
 
 def finetune_decoder(vae: Any, rng: np.random.Generator, steps: int, minutes: float, batch: int, lr: float,
-                     log: LossLog) -> dict:
+                     log: LossLog, world: data.World = data.WORLDS["classic"]) -> dict:
     """Train only the decoder (and post-quant conv) with the encoder frozen.
 
     The latent space, and so the scaling factor and any UNet trained on it, stays valid; this sharpens
@@ -201,7 +202,7 @@ def finetune_decoder(vae: Any, rng: np.random.Generator, steps: int, minutes: fl
     vae.decoder.train()
     phase = _Phase("decoder", opt, lr, steps, minutes, 20, log, "mse", 5)
     for _ in phase:
-        images, _ = data.make_batch(rng, batch)
+        images, _ = data.make_batch(rng, batch, world=world)
         x = to_tensor(images)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
@@ -213,12 +214,12 @@ def finetune_decoder(vae: Any, rng: np.random.Generator, steps: int, minutes: fl
 
 
 @torch.no_grad()
-def encode_pool(vae: Any, rng: np.random.Generator, n: int, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                        list[str]]:
+def encode_pool(vae: Any, rng: np.random.Generator, n: int, chunk: int = 256,
+                world: data.World = data.WORLDS["classic"]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Phase 2. Encode `n` fixed images once: posterior means, stds and captions."""
     means, stds, captions = [], [], []
     for _ in tqdm(range(0, n, chunk), desc="encode", dynamic_ncols=True):
-        images, caps = data.make_batch(rng, chunk)
+        images, caps = data.make_batch(rng, chunk, world=world)
         dist = vae.encode(to_tensor(images)).latent_dist
         means.append(dist.mean)
         stds.append(dist.std)
@@ -287,9 +288,9 @@ Software: torch {torch.__version__}, diffusers {_version('diffusers')}, transfor
 
 ## Data
 
-`t2vzero/default_model/data.py`: one filled circle / square / upright triangle (20-45 % of the frame side,
-fully inside the frame) in one of 8 palette colours on a plain background of another, anti-aliased,
-64x64 RGB. Fresh images every VAE step; the UNet sees a fixed pool of {args.pool} encoded images.
+`t2vzero/default_model/data.py`, world `{args.world}`: one filled circle / square / triangle ({_world(args.world)})
+in one of 8 palette colours on a plain background of another, anti-aliased, 64x64 RGB.
+Fresh images every VAE step; the UNet sees a fixed pool of {args.pool} encoded images.
 
 ## Architecture ({sum(counts.values()) / 1e6:.2f} M parameters, stored as {args.dtype})
 
@@ -320,6 +321,17 @@ fully inside the frame) in one of 8 palette colours on a plain background of ano
 `StableDiffusionPipeline.from_pretrained(dir, safety_checker=None, torch_dtype=torch.float32)`;
 generation defaults (size, DDIM steps, guidance, video motion) are in `t2vzero.json`.
 """
+
+
+def _world(name: str) -> str:
+    """The model card's words for a data world."""
+    w = data.WORLDS[name]
+    parts = [f"{w.min_size * 100:.0f}-{w.max_size * 100:.0f} % of the frame side",
+             f"{w.turned * 100:.0f} % of squares and triangles turned to a random angle" if w.turned
+             else "triangles upright",
+             f"reaching up to {w.outside * 100:.0f} % of its size past the frame's edge" if w.outside
+             else "fully inside the frame"]
+    return ", ".join(parts)
 
 
 def _phase(stats: dict, name: str) -> str:
@@ -360,6 +372,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dec-minutes", type=POSITIVE, default=10.0, help="wall-clock cap of the decoder phase")
     p.add_argument("--dec-lr", type=POSITIVE, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--world", choices=sorted(data.WORLDS), default="classic",
+                   help="what the images show: 'classic' (the shipped model) or 'camera' (larger, turned shapes "
+                   "reaching past the edge, for zoom and rotation paths)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--ae-steps", type=STEPS, default=2200)
     p.add_argument("--ae-minutes", type=POSITIVE, default=24.0, help="wall-clock cap of the VAE phase")
@@ -442,14 +457,15 @@ def _train(args: argparse.Namespace, stage: Path, out: Path, log: LossLog, t_sta
 
     vae = build_vae()
     stats: dict[str, Any] = {}
+    world = data.WORLDS[args.world]
     stats["vae"] = train_vae(vae, np.random.default_rng([args.seed, 1]), args.ae_steps, args.ae_minutes,
-                             args.ae_batch, log)
+                             args.ae_batch, log, world)
     if args.dec_steps > 0:
         stats["decoder"] = finetune_decoder(vae, np.random.default_rng([args.seed, 4]), args.dec_steps,
-                                            args.dec_minutes, args.ae_batch, args.dec_lr, log)
+                                            args.dec_minutes, args.ae_batch, args.dec_lr, log, world)
     vae.save_pretrained(stage / "checkpoints" / "vae")  # lets a UNet-phase experiment skip phase 1
 
-    pool = encode_pool(vae, np.random.default_rng([args.seed, 2]), args.pool)
+    pool = encode_pool(vae, np.random.default_rng([args.seed, 2]), args.pool, world=world)
     means, stds, _ = pool
     z = means + stds * torch.randn(means.shape, generator=torch.Generator().manual_seed(args.seed))
     scaling = float(1.0 / z.std())

@@ -48,7 +48,17 @@ from ..generate import (
     stream_seeds,
     vae_factor,
 )
-from ..motion import latent_shifts, reference_warp_latents, translate_latents
+from ..motion import (
+    Motion,
+    Pan,
+    as_motion,
+    check_motion,
+    is_translation,
+    reference_offsets,
+    reference_warp_latents,
+    reference_warp_offsets,
+    warp_latents,
+)
 from ..prompts import encode_prompt, is_sdxl, upcast_vae, with_time_ids
 from ..schedule import (
     alpha_bar_at,
@@ -74,13 +84,21 @@ class Recipe:
     noise_streams: bool  # step noise per (video, frame) stream, vs the caller's one generator
     shared_edit_noise: bool  # editing starts every frame from one noise latent, vs one per frame
 
-    def warp(self, latents: torch.Tensor, frame_ids: Sequence[int], motion: tuple[float, float],
+    def warp(self, latents: torch.Tensor, frame_ids: Sequence[int], motion: Motion,
              size: tuple[int, int]) -> torch.Tensor:
-        """Move each of one video's (F, C, h, w) copies of x_t0 by the motion field of its frame id."""
+        """Move each of one video's (F, C, h, w) copies of x_t0 along the camera path to its frame id."""
         if self.reference_warp:
-            return reference_warp_latents(latents, frame_ids, motion)
-        shifts = latent_shifts(frame_ids, motion, size, (latents.shape[-1], latents.shape[-2]))
-        return translate_latents(latents, shifts)
+            if isinstance(motion, Pan):
+                return reference_warp_latents(latents, frame_ids, (motion.dx, motion.dy))
+            return reference_warp_offsets(latents, reference_offsets(motion, frame_ids, size))
+        return warp_latents(latents, motion, frame_ids, size)
+
+    def check_motion(self, motion: Motion, num_frames: int, size: tuple[int, int]) -> None:
+        """The reference warps by translations only: other paths are refused rather than approximated."""
+        check_motion(motion, num_frames, size)
+        if self.reference_warp and not is_translation(motion, range(num_frames), size):
+            raise UserError(f"compat={self.name!r} reproduces the reference's translation only; this camera path "
+                            "zooms, turns or flows: use the default mode (compat='t2vzero') or a pan")
 
 
 RECIPES = {
@@ -116,7 +134,7 @@ class Anchor:
     guidance_rescale: float
     num_frames: int
     size: tuple[int, int]  # (width, height) in pixels
-    motion: tuple[float, float]
+    motion: Motion  # the camera path (t2vzero.motion); the paper's δ is a `Pan`
     recipe: Recipe
     cross_frame: bool
     x_t1: torch.Tensor
@@ -201,7 +219,7 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
                 guidance_scale: float = _D["guidance_scale"],
                 negative_prompt: str | list[str] | None = None, num_videos_per_prompt: int = 1,
                 eta: float | None = None, generator: torch.Generator | list[torch.Generator] | None = None,
-                motion: tuple[float, float] = _D["motion"], t0: int = _D["t0"], t1: int = _D["t1"],
+                motion: Any = _D["motion"], t0: int = _D["t0"], t1: int = _D["t1"],
                 cross_frame: bool = True, compat: str = "t2vzero", scheduler: str | None = None,
                 timestep_spacing: str | None = None, token_merging: float | None = None,
                 cache_interval: int | None = None, prompt_2: str | list[str] | None = None,
@@ -228,10 +246,11 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
     _check_anchor_args(video_length=video_length, height=height, width=width,
                        num_inference_steps=num_inference_steps, num_videos_per_prompt=num_videos_per_prompt,
                        compat=compat, generator=generator, numbers={
-                           "guidance_scale": guidance_scale, "eta": eta, "motion dx": motion[0],
-                           "motion dy": motion[1], "guidance_rescale": guidance_rescale})
+                           "guidance_scale": guidance_scale, "eta": eta, "guidance_rescale": guidance_rescale})
     video_length = int(video_length)
     recipe = RECIPES[compat]
+    motion = as_motion(motion)
+    recipe.check_motion(motion, video_length, (width, height))
     token_merging = check_token_merging(token_merging)
     cache_interval = check_interval(cache_interval)
     unet, vae = components["unet"], components["vae"]
@@ -290,7 +309,7 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
         x_t1, x_t0 = at_t1.latents, at_t0.latents
     return Anchor(cond=cond, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, num_frames=video_length,
                   size=(width, height),
-                  motion=(float(motion[0]), float(motion[1])), recipe=recipe, cross_frame=cross_frame,
+                  motion=motion, recipe=recipe, cross_frame=cross_frame,
                   x_t1=x_t1, x_t0=x_t0, forward_noise=forward_noise, jump=jump,
                   scheduler_at_t1=fresh, timesteps_after_t1=after_t1, scheduler_at_t0=copy.deepcopy(sched),
                   timesteps_after_t0=timesteps[i0:], eta=eta, seeds=seeds,
@@ -534,10 +553,11 @@ def _smoother(masks: torch.Tensor, anchor: Anchor, alpha: float) -> AfterStep:
     def after_step(latents: torch.Tensor, ids: Sequence[int], first: torch.Tensor) -> torch.Tensor:
         videos = anchor.videos
         stack = latents.view(videos, len(ids), *latents.shape[1:])
-        latent_size = (stack.shape[-1], stack.shape[-2])
-        shifts = latent_shifts(ids, anchor.motion, anchor.size, latent_size)
         chunk_masks = masks[:, list(ids)]
-        blended = [blend_backgrounds(stack[v], first[v], chunk_masks[v], shifts, alpha) for v in range(videos)]
+        # Frame 1 moved along the same camera path as the frames' own start at t0.
+        warped = [anchor.recipe.warp(first[v][None].expand(len(ids), -1, -1, -1), ids, anchor.motion, anchor.size)
+                  for v in range(videos)]
+        blended = [blend_backgrounds(stack[v], warped[v], chunk_masks[v], alpha) for v in range(videos)]
         return torch.stack(blended).flatten(0, 1)
 
     return after_step
