@@ -338,3 +338,12 @@ def test_latent_sources_are_where_the_warp_samples(motion):
             for x in range(8):
                 sx, sy = mirror[int(np.floor(xs[f, y, x]))], mirror[int(np.floor(ys[f, y, x]))]
                 assert source_of(warped[f, 0, y, x]) == (sx, sy)
+
+
+def test_a_path_writes_itself_back_in_the_grammar():
+    from t2vzero.motion import Keyframes, parse_motion
+
+    for spec in ("pan:12,-4", "zoom:1.03", "rotate:-2.5", "zoom:1.02+pan:4,0+rotate:3"):
+        assert parse_motion(spec).spec == spec and parse_motion(parse_motion(spec).spec) == parse_motion(spec)
+    assert parse_motion("12,12").spec == "pan:12,12"
+    assert Keyframes(()).spec == "keyframes"

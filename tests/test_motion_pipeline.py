@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from t2vzero import TextToVideoZero
-from t2vzero.cli import _motion_from_options, run
+from t2vzero.cli import motion_from_options, run
 from t2vzero.errors import UserError
 from t2vzero.modes.text2video import latents_at_t1
 from t2vzero.motion import Keyframes, Pan, Rotate, Zoom, as_motion, warp_latents
@@ -128,11 +128,11 @@ def test_generate_with_a_camera_path_and_a_keyframe_file(capsys, tmp_path, tiny_
 
 
 def test_motion_options_helper():
-    assert _motion_from_options(None, None) is None
-    assert _motion_from_options(None, None, True) == Pan(0.0, 0.0)
-    assert _motion_from_options("zoom:1.1", None) == Zoom(1.1)
+    assert motion_from_options(None, None) is None
+    assert motion_from_options(None, None, True) == Pan(0.0, 0.0)
+    assert motion_from_options("zoom:1.1", None) == Zoom(1.1)
     with pytest.raises(UserError, match="--motion and --motion-file contradict"):
-        _motion_from_options("zoom:1.1", "path.json")
+        motion_from_options("zoom:1.1", "path.json")
 
 
 def _files(tmp_path):

@@ -179,7 +179,11 @@ def _as_argv(key: str, param: click.Parameter, value: Any, line: int) -> list[st
 
 
 def _plain(value: Any) -> Any:
-    """JSON's form of a parsed value (tuples as lists)."""
+    """JSON's form of a parsed value (tuples as lists, camera paths as their --motion spec)."""
+    from .motion import Motion
+
+    if isinstance(value, Motion):
+        return value.spec
     return [_plain(v) for v in value] if isinstance(value, tuple | list) else value
 
 

@@ -63,6 +63,11 @@ class Motion:
     def check(self, num_frames: int, size: tuple[int, int] | None = None) -> None:
         """Refuse a path that does not fit a video of `num_frames` frames of `size` (when known)."""
 
+    @property
+    def spec(self) -> str:
+        """The path in --motion's grammar where it has one (records such as a batch manifest), else its kind."""
+        return type(self).__name__.lower()
+
 
 @dataclass(frozen=True)
 class Pan(Motion):
@@ -73,6 +78,10 @@ class Pan(Motion):
 
     def matrix(self, frame: int, size: tuple[int, int]) -> np.ndarray:
         return _translation(self.dx * frame * size[0] / REFERENCE_GRID, self.dy * frame * size[1] / REFERENCE_GRID)
+
+    @property
+    def spec(self) -> str:
+        return f"pan:{self.dx:g},{self.dy:g}"
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,10 @@ class Zoom(Motion):
         scale = self.factor ** frame
         return _about_centre(np.eye(2) / scale, size)
 
+    @property
+    def spec(self) -> str:
+        return f"zoom:{self.factor:g}"
+
 
 @dataclass(frozen=True)
 class Rotate(Motion):
@@ -94,6 +107,10 @@ class Rotate(Motion):
 
     def matrix(self, frame: int, size: tuple[int, int]) -> np.ndarray:
         return _about_centre(_turn(self.degrees * frame), size)
+
+    @property
+    def spec(self) -> str:
+        return f"rotate:{self.degrees:g}"
 
 
 @dataclass(frozen=True)
@@ -111,6 +128,10 @@ class Combined(Motion):
     def check(self, num_frames: int, size: tuple[int, int] | None = None) -> None:
         for part in self.parts:
             part.check(num_frames, size)
+
+    @property
+    def spec(self) -> str:
+        return "+".join(part.spec for part in self.parts)
 
 
 @dataclass(frozen=True)
