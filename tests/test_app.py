@@ -103,6 +103,11 @@ def test_text_to_video_with_the_built_in_model_shows_a_playable_video(page):
     page.wait_for_function("() => [...document.querySelectorAll('video')].some(v => v.duration > 0)")
     duration = page.evaluate("() => Math.max(...[...document.querySelectorAll('video')].map(v => v.duration || 0))")
     assert duration > 0
+    # The player is sized to the 64x64 video (enlarged 4x, nearest), not blown up to the page's width.
+    shown = page.evaluate("() => [...document.querySelectorAll('video')].filter(v => v.duration > 0)"
+                          ".map(v => [v.videoWidth, v.getBoundingClientRect().width])[0]")
+    page_width = page.evaluate("() => document.body.clientWidth")
+    assert shown[0] == 64 and 64 <= shown[1] <= 300 < page_width / 2, (shown, page_width)
 
 
 def test_an_sdxl_model_from_the_allow_list_generates_at_its_native_size(page, sdxl_48_dir):

@@ -105,14 +105,15 @@ class Runner:
                             "lower 'max frames' or raise --max-seconds")
         return fit_resolution(frames, int(resolution)), fps or src_fps or 8.0
 
-    def save(self, result: Any, rows: list[Any], fps: float) -> tuple[str, str]:
+    def save(self, result: Any, rows: list[Any], fps: float) -> tuple[str, str, tuple[int, int]]:
+        """The video and its contact sheet in a folder of their own; returns their paths and the (width, height)."""
         from .video import SHEET_MIN_SIDE, contact_sheet, write_video
 
         out = Path(tempfile.mkdtemp(dir=self.workdir))
         video = result.uint8()[0]
         path = write_video(video, out / "video.mp4", fps=fps)
         sheet = contact_sheet([*rows, video], out / "video_sheet.png", min_side=SHEET_MIN_SIDE)
-        return str(path), str(sheet)
+        return str(path), str(sheet), (video.shape[2], video.shape[1])
 
     def camera_path(self, preset: str | None, strength: float, upload: str | None, dx: float | None,
                     dy: float | None, no_motion: bool) -> Any:
@@ -150,10 +151,16 @@ def build(runner: Runner) -> Any:
     from .inputs import ANNOTATORS, annotate, check_image_size, fit_resolution, match_condition_video
     from .schedulers import SCHEDULERS, SPACINGS
 
+    def shown(saved: tuple[str, str, tuple[int, int]]) -> tuple[Any, str]:
+        """The video player at the video's own size (small videos enlarged by a whole factor), not page-wide."""
+        path, sheet, size = saved
+        width, height = display_size(size)
+        return gr.Video(value=path, width=width, height=height), sheet
+
     def guarded(fn: Any) -> Any:
         def run(*args: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:  # noqa: B008 (Gradio's idiom)
             try:
-                return fn(*args)
+                return shown(fn(*args))
             except UserError as exc:
                 raise gr.Error(str(exc)) from None
             except (TypeError, ValueError, OverflowError) as exc:  # a value the form let through, e.g. no number
@@ -396,6 +403,17 @@ def build(runner: Runner) -> Any:
     return demo
 
 
+PLAYER_MIN_SIDE = 256  # a smaller video is shown enlarged by a whole factor (pixelated), so 64x64 fills 256x256
+PLAYER_CSS = "video { image-rendering: pixelated; object-fit: contain; }"  # sharp when enlarged, as the sheets
+
+
+def display_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The player's (width, height) for a (width, height) video: its own size, times the whole factor that
+    brings its longer side to at least PLAYER_MIN_SIDE."""
+    factor = max(1, -(-PLAYER_MIN_SIDE // max(size)))
+    return size[0] * factor, size[1] * factor
+
+
 def check_seed(seed: Any) -> int:
     """A seed a CPU torch.Generator takes."""
     from .errors import UserError
@@ -443,6 +461,6 @@ def serve(config: AppConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
             signal.signal(caught, stop)
     try:
         demo.launch(server_name=host, server_port=port, max_file_size=f"{config.max_upload_mb}mb", ssr_mode=False,
-                    show_error=True, quiet=True)
+                    show_error=True, quiet=True, css=PLAYER_CSS)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
