@@ -55,7 +55,9 @@ def request(client, prompt, seed, frames=3):
 
 
 def frames_of(result):
-    video = result[0]["video"] if isinstance(result[0], dict) else result[0]
+    video = result[0]
+    while isinstance(video, dict):  # a component update, or Gradio's {"video": path} file data
+        video = video.get("video", video.get("value"))
     return read_video(video)[0].astype(np.int16)
 
 
