@@ -214,7 +214,7 @@ def test_the_two_phases_of_animate_run_apart(tiny, latent_output):
 
 @pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
 def test_model_outputs_of_every_prediction_type_give_the_noise(kind):
-    from t2vzero.modes.text2video import model_noise
+    from t2vzero.modes.image2video import model_noise
 
     x0, eps = torch.randn(2, 4, 8, 8, generator=seeded(1)), torch.randn(2, 4, 8, 8, generator=seeded(2))
     a = 0.3

@@ -15,7 +15,6 @@ Where the default mode and diffusers' reference differ is chosen once, as a `Rec
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,9 +61,7 @@ from ..motion import (
 from ..prompts import encode_prompt, is_sdxl, upcast_vae, with_time_ids
 from ..schedule import (
     alpha_bar_at,
-    ddim_invert,
     forward_jump,
-    in_sigma_space,
     jump_steps,
     reject_unresumable,
     resume_at,
@@ -298,6 +295,8 @@ def anchor_pass(components: dict[str, Any], prompt: str | list[str], *, video_le
     start = Chunk([0], x_T, sched, step_kwargs(sched, frame1, eta))
     path = None
     if first_frame_latents is not None:
+        from .image2video import invert_first_frame  # (image2video builds on this module)
+
         x_t1, x_t0, path = invert_first_frame(unet, cond, sched, first_frame_latents.to(device, dtype), i1, i0,
                                               after_t1, progress=progress)
     else:
@@ -328,49 +327,6 @@ def _check_first_frame(latents: Any, latent_shape: tuple[int, ...], videos: int,
         raise UserError(f"first-frame latents must be (1 or {videos}, {', '.join(map(str, latent_shape))}) for this "
                         f"size and UNet, got {got}")
     return latents.expand(videos, *latent_shape)
-
-
-def invert_first_frame(unet: Any, cond: Conditioning, sched: Any, latents: torch.Tensor, i1: int, i0: int,
-                       after_t1: torch.Tensor, progress: Any = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Frame 1's trajectory for given clean latents: x_t1, x_t0 and its path over the timesteps `after_t1`
-    that rendering runs (after step j, the latent at the level of step j+1; after the last, the clean one).
-
-    DDIM inversion (`t2vzero.schedule.ddim_invert`) from the clean latents up to t1 through every
-    scheduled noise level, with the prompt's conditional prediction alone (guidance 1): classifier-free
-    guidance amplifies the inversion's error (Mokady et al. 2023, §3), and frame 1 never needs the guided
-    prediction, since rendering keeps it on this path. Latents are in the scheduler's own space.
-    """
-    predict = Guidance(unet, cond.pick_groups([cond.groups - 1]), cfg_combine(1.0), cross_frame=False)
-    n = len(sched.timesteps)
-    up = list(range(n - 1, i1 - 1, -1))  # step indices from the last (least noisy) to t1's
-    alpha_bars = {i: alpha_bar_at(sched, i) for i in up}
-    kind = sched.config.get("prediction_type", "epsilon")
-    levels = {float(sched.timesteps[i]): alpha_bars[i] for i in up}
-
-    def predict_noise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = predict(x, t, [0])
-        if progress is not None:
-            progress.update()
-        return model_noise(out, x, levels[float(t)], kind)
-
-    path = ddim_invert(latents, predict_noise, [sched.timesteps[i] for i in up], [alpha_bars[i] for i in up])
-    sigma_space = in_sigma_space(sched)
-    at = {i: x / math.sqrt(alpha_bars[i]) if sigma_space else x for i, x in zip(up, path, strict=True)}
-    by_level = {float(sched.timesteps[i]): at[i] for i in up}
-    steps = [by_level[float(t)] for t in after_t1[1:]] + [latents]
-    return at[i1], at[i0], torch.stack(steps)
-
-
-def model_noise(output: torch.Tensor, x: torch.Tensor, alpha_bar: float, kind: str) -> torch.Tensor:
-    """The noise ε a model's output stands for at ᾱ, for its prediction type (ε, v or the clean sample)."""
-    if kind == "epsilon":
-        return output
-    a, b = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
-    if kind == "v_prediction":  # v = √ᾱ·ε − √(1−ᾱ)·x0, x = √ᾱ·x0 + √(1−ᾱ)·ε
-        return a * output + b * x
-    if kind == "sample":
-        return (x - a * output) / b
-    raise UserError(f"unknown prediction type {kind!r} in the scheduler config")
 
 
 def render_steps(anchor: Anchor) -> int:
@@ -419,29 +375,12 @@ def render_latents(components: dict[str, Any], anchor: Anchor, frame_ids: Sequen
         chunks.append(Chunk(part, latents_at_t1(anchor, part).flatten(0, 1), sched,
                             step_kwargs(sched, gens, anchor.eta)))
     if anchor.first_frame_path is not None:
+        from .image2video import keep_on_path
+
         after_step = [keep_on_path(anchor.first_frame_path), *after_step]
     with cross_frame_attention(unet):
         done = denoise(chunks, anchor.timesteps_after_t1, predict, after_step=after_step, progress=progress)
     return gather(done, ids, anchor.videos)
-
-
-def keep_on_path(path: torch.Tensor) -> AfterStep:
-    """After each step, set frame 1 (in the chunk that holds it) to its given latent for that step.
-
-    The frames attend to frame 1's keys and values along its own (inverted) trajectory, and frame 1
-    ends exactly on its given clean latent. One such hook serves one `denoise` call: it walks `path`
-    (steps, videos, C, h, w) once, a step each time it sees frame 1's chunk (once per step).
-    """
-    steps = iter(path)
-
-    def after_step(latents: torch.Tensor, ids: Sequence[int], first: torch.Tensor) -> torch.Tensor:
-        if ids[0] != 0:
-            return latents
-        stack = latents.view(path.shape[1], len(ids), *latents.shape[1:]).clone()
-        stack[:, 0] = next(steps)
-        return stack.flatten(0, 1)
-
-    return after_step
 
 
 @torch.no_grad()
