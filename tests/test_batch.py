@@ -15,7 +15,8 @@ from t2vzero.batch import Collector, Worker, read_jobs, run_local
 from t2vzero.cli import main, run
 from t2vzero.distributed import capacity, split_frames_for_workers
 from t2vzero.errors import UserError
-from t2vzero.jobs import MODES, RUN_PARAMS, option_keys
+from t2vzero.commands import MODES
+from t2vzero.jobs import RUN_PARAMS, option_keys
 from t2vzero.video import read_video
 
 FAST = {"size": "64x64", "steps": 3, "frames": 3}
@@ -272,14 +273,16 @@ def test_ctrl_c_leaves_whole_manifest_lines_and_no_partial_video(capsys, tmp_pat
     assert code == 0 and "2 done, 0 failed, 1 already done" in stdout
 
 
-def test_an_unreadable_manifest_line_is_ignored_and_the_job_redone(capsys, tmp_path, model):
+def test_a_torn_manifest_line_is_ignored_and_the_job_redone(capsys, tmp_path, model):
     jobs = write_jobs(tmp_path / "jobs.jsonl", {"id": "a", "prompt": "a red circle", **model})
     out = tmp_path / "out"
     out.mkdir()
-    (out / "manifest.jsonl").write_text('{"id": "a", "status": "do\n')
+    (out / "manifest.jsonl").write_text('{"id": "a", "status": "do')  # cut short by a stop: no newline
     code, stdout, _ = cli(capsys, "batch", jobs, "-o", out)
     assert code == 0 and "1 done" in stdout
-    assert json.loads((out / "manifest.jsonl").read_text())["status"] == "done"
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    assert lines[0] == '{"id": "a", "status": "do'  # appended after, never rewritten
+    assert len(lines) == 2 and json.loads(lines[1])["status"] == "done"
 
 
 # --- jobs in parts, as workers render them ------------------------------------------------------------------------
