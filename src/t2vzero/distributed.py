@@ -240,6 +240,11 @@ class _Pool:
                     self._handle(ref, queue)
         except (KeyboardInterrupt, Stopped) as stop:
             return stop_code(stop)
+        except SystemError as exc:  # Ray's wait and get hand a signal handler's exception back wrapped in this
+            stop = exc.__cause__ or exc.__context__
+            if not isinstance(stop, KeyboardInterrupt | Stopped):
+                raise
+            return stop_code(stop)
         if self.broken is not None:
             self.collector.give_up([t.job for t in queue] + [t.job for _, t in self.running.values()], self.broken)
         return None
