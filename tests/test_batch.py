@@ -197,7 +197,7 @@ def test_a_dry_run_never_goes_to_ray(capsys, tmp_path, tiny_model_dir, square_cl
     common = ["--model", tiny_model_dir, "--ray", "auto", "--dry-run", "-o", tmp_path / "v.mp4", "--sheet"]
     for args in (["generate", "x", "--frames", 4], ["animate", image_path, "x"],
                  ["control", square_clip_dir, "x", "--controlnet", tiny_controlnet_dir, "--resolution", 64],
-                 ["restyle", square_clip_dir, "x", "--resolution", 64]):
+                 ["restyle", square_clip_dir, "x", "--resolution", 64], ["edit", square_clip_dir, "x"]):
         code, out, err = cli(capsys, *args, *common)
         assert code == 0 and "estimated peak memory" in out, (args, err)
     assert list(tmp_path.iterdir()) == []
