@@ -221,33 +221,34 @@ class _Pool:
         return _Slot(index, actor, actor.ready.remote())
 
     def run(self, jobs: Sequence[Job]) -> int | None:
+        """Start the workers and serve `jobs`; the exit code when stopped (Ctrl-C, SIGTERM), else None."""
         queue: deque[Task] = deque()
         try:
             self.slots = [self._start(i) for i in range(self.cluster.workers)]
             self._wait_for_workers()
             queue.extend(task for job in by_model(jobs) for task in self.collector.start(job))
-            stalled = None
-            while (queue or self.running) and self.broken is None:
-                self._dispatch(queue)
-                stalled = None if self.running or not queue else (stalled or time.monotonic())
-                if stalled is not None and time.monotonic() - stalled > STALL_S:
-                    self.broken = (f"no Ray worker could take the remaining jobs for {STALL_S:.0f} s (workers died "
-                                   "and new ones could not start: the cluster's resources are taken or a node is lost)")
-                    break
-                starting = [s.starting for s in self.slots if s.starting is not None]
-                ready, _ = self.ray.wait([*self.running, *starting], num_returns=1, timeout=POLL_S)
-                for ref in ready:
-                    self._handle(ref, queue)
-        except (KeyboardInterrupt, Stopped) as stop:
-            return stop_code(stop)
-        except SystemError as exc:  # Ray's wait and get hand a signal handler's exception back wrapped in this
-            stop = exc.__cause__ or exc.__context__
-            if not isinstance(stop, KeyboardInterrupt | Stopped):
-                raise
-            return stop_code(stop)
+            self._serve(queue)
+        except (KeyboardInterrupt, Stopped, SystemError) as exc:
+            return stop_code(_stop_behind(exc))
         if self.broken is not None:
             self.collector.give_up([t.job for t in queue] + [t.job for _, t in self.running.values()], self.broken)
         return None
+
+    def _serve(self, queue: deque[Task]) -> None:
+        """Until every task is done or the pool is broken; waiting on Ray at most POLL_S at a time, so that jobs
+        left with nothing running (no worker can be started) end after STALL_S instead of hanging."""
+        stalled = None
+        while (queue or self.running) and self.broken is None:
+            self._dispatch(queue)
+            stalled = None if self.running or not queue else (stalled or time.monotonic())
+            if stalled is not None and time.monotonic() - stalled > STALL_S:
+                self.broken = (f"no Ray worker could take the remaining jobs for {STALL_S:.0f} s (workers died and "
+                               "new ones could not start: the cluster's resources are taken or a node is lost)")
+                return
+            starting = [s.starting for s in self.slots if s.starting is not None]
+            ready, _ = self.ray.wait([*self.running, *starting], num_returns=1, timeout=POLL_S)
+            for ref in ready:
+                self._handle(ref, queue)
 
     def _wait_for_workers(self) -> None:
         """Start with every worker that is up within START_S (so the first split job spreads over all);
@@ -340,6 +341,15 @@ def _pick(queue: deque[Task], slot: _Slot) -> Task:
     order = min(range(len(window)), key=lambda i: (window[i].avoid_host is not None and window[i].avoid_host ==
                                                    slot.host, window[i].job.load_key != slot.key, i))
     return window[order]
+
+
+def _stop_behind(exc: BaseException) -> BaseException:
+    """The stop (Ctrl-C, a caught signal) `exc` is: Ray's wait and get hand a signal handler's exception back
+    wrapped in a SystemError. Any other error is raised again."""
+    stop = (exc.__cause__ or exc.__context__) if isinstance(exc, SystemError) else exc
+    if not isinstance(stop, KeyboardInterrupt | Stopped):
+        raise exc
+    return stop
 
 
 def _cluster_gpus(ray: Any) -> float:

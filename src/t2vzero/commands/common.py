@@ -130,11 +130,11 @@ def part_ids(frame_ids: Sequence[int] | None, total: int) -> list[int]:
     return list(range(total)) if frame_ids is None else [k for k in frame_ids if 0 <= k < total]
 
 
-def empty(rendered_fps: float, total: int) -> Rendered:
+def empty(fps: float, total: int) -> Rendered:
     """A part with none of its frames in the video."""
     import numpy as np
 
-    return Rendered(np.zeros((0, 8, 8, 3), np.uint8), [], rendered_fps, total=total)
+    return Rendered(np.zeros((0, 8, 8, 3), np.uint8), [], fps, total=total)
 
 
 def write_outputs(rendered: Rendered, output: str | Path, sheet: str | Path | None) -> Path:

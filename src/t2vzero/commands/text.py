@@ -205,8 +205,13 @@ _LOADS = frozenset({"model", "device", "dtype", "lora", "allow_pickle", "compile
 _SAMPLING = frozenset({"seed", "negative", "chunk_size", "scheduler", "timestep_spacing", "tome", "cache_interval",
                        "steps", "guidance", "fps", "frames", "motion", "motion_file", "no_motion", "t0", "t1"})
 
+def no_inputs(p: dict[str, Any], needed: Sequence[int] | None = None) -> None:
+    """Text to video reads nothing but its options."""
+    return None
+
+
 GENERATE = Mode(
-    "generate", check_generate, lambda p, needed=None: None, pipe_key, load_pipe, warn_generate, render_generate,
+    "generate", check_generate, no_inputs, pipe_key, load_pipe, warn_generate, render_generate,
     _LOADS | _SAMPLING | {"prompt", "model_config", "prompt_2", "negative_2", "guidance_rescale", "size", "compat",
                           "no_cross_frame_attention", "smoothing"},
     anchor=anchor_generate, splittable=lambda p: _splittable(p) and p["smoothing"] is None)
