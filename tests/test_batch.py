@@ -205,6 +205,28 @@ def test_a_dry_run_never_goes_to_ray(capsys, tmp_path, tiny_model_dir, square_cl
     assert code == 2 and "pip install 't2vzero[ray]'" in err  # the same line without --dry-run goes to Ray
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_only_the_ray_workers_have_is_left_to_them(capsys, tmp_path, monkeypatch):
+    """A driver without CUDA refuses --device cuda for a run here, but not for one on Ray workers (they may have
+    it); a device name that exists nowhere is refused either way."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # reaching Ray means every check passed
+    out = ["-o", tmp_path / "v.mp4"]
+    code, _, err = cli(capsys, "generate", "x", "--device", "cuda", *out)
+    assert code == 2 and "CUDA is not available here" in err
+    code, _, err = cli(capsys, "generate", "x", "--device", "cuda", "--offload", "model", "--ray", "auto", *out)
+    assert code == 2 and "pip install 't2vzero[ray]'" in err and "memory plan is left to the Ray workers" in err
+    jobs = write_jobs(tmp_path / "jobs.jsonl", {"id": "a", "prompt": "x", "device": "cuda"})
+    code, _, err = cli(capsys, "batch", jobs, "-o", tmp_path / "out")
+    assert code == 2 and err.startswith("error: line 1 (a): device cuda asked for, but CUDA is not available")
+    code, _, err = cli(capsys, "batch", jobs, "-o", tmp_path / "out", "--ray", "auto")
+    assert code == 2 and "pip install 't2vzero[ray]'" in err
+    for args in (["generate", "x", "--device", "tpu", "--ray", "auto", *out],
+                 ["batch", write_jobs(tmp_path / "jobs.jsonl", {"prompt": "x", "device": "tpu"}), "-o", tmp_path / "o",
+                  "--ray", "auto"]):
+        code, _, err = cli(capsys, *args)
+        assert code == 2 and "unknown device 'tpu'" in err, err
+
+
 def test_a_missing_jobs_file_and_an_empty_one(capsys, tmp_path):
     code, _, err = cli(capsys, "batch", tmp_path / "none.jsonl", "-o", tmp_path / "out")
     assert code == 2 and "does not exist" in err

@@ -28,8 +28,9 @@ MANIFEST = "manifest.jsonl"
 FORMATS = {"mp4": ".mp4", "webm": ".webm", "gif": ".gif", "frames": ""}  # "frames": a folder of PNGs
 
 
-def read_jobs(path: str | Path, *, force: bool = False) -> list[Job]:
-    """Every job of a JSONL file, all checked and planned before any runs; errors name the line."""
+def read_jobs(path: str | Path, *, force: bool = False, ray: str | None = None) -> list[Job]:
+    """Every job of a JSONL file, all checked and planned before any runs (see `parse_job`); errors name the
+    line."""
     src = Path(path)
     if not src.is_file():
         raise UserError(f"jobs file {src} does not exist (or is a folder); give a JSONL file, one job a line")
@@ -45,7 +46,7 @@ def read_jobs(path: str | Path, *, force: bool = False) -> list[Job]:
             record = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise UserError(f"line {line}: not JSON ({exc.msg} at column {exc.colno})") from None
-        job = parse_job(record, line, force=force)
+        job = parse_job(record, line, force=force, ray=ray)
         if job.id in seen:
             raise UserError(f"line {line}: id {job.id!r} repeats line {seen[job.id]}; give every job its own id")
         seen[job.id] = line
@@ -486,7 +487,7 @@ def run_batch(jobs_file: str | Path, out: str | Path, *, sheet: bool = False, fm
                 "cpus_per_worker": cpus_per_worker, "max_retries": max_retries})
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    jobs = read_jobs(jobs_file, force=force)
+    jobs = read_jobs(jobs_file, force=force, ray=ray)
     folder = check_out_dir(out)
     manifest = Manifest(folder)
     suffix = FORMATS[fmt]

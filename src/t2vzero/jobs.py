@@ -85,9 +85,10 @@ def option_keys(cmd: click.Command) -> dict[str, click.Parameter]:
     return keys
 
 
-def parse_job(record: Any, line: int, *, force: bool = False) -> Job:
+def parse_job(record: Any, line: int, *, force: bool = False, ray: str | None = None) -> Job:
     """A job from one decoded JSON line, checked and planned as its command would be; every problem is a
-    UserError naming the line. `force`: run jobs the memory plan would refuse (batch --force)."""
+    UserError naming the line. `force`: run jobs the memory plan would refuse (batch --force); `ray`: the jobs
+    run on Ray workers (batch --ray), whose devices this machine may lack."""
     from .commands import MODES
     from .commands.common import plain
     from .options import absolute_paths
@@ -113,7 +114,7 @@ def parse_job(record: Any, line: int, *, force: bool = False) -> Job:
         hint = f" (did you mean {close[0]!r}?)" if close else f"; {name} takes: {', '.join(sorted(keys))}"
         raise UserError(f"line {line}: unknown option {unknown[0]!r} for mode {name}{hint}")
     given = _click_parse(cmd, keys, spec, line)
-    params = {**absolute_paths(given), "force": force}
+    params = {**absolute_paths(given), "force": force, "ray": ray}
     mode = MODES[name]
     try:
         shape = mode.check(params)

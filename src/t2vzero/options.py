@@ -75,12 +75,15 @@ def check_loras(specs: Sequence[str]) -> None:
 
 
 def check_speed(params: dict[str, Any]) -> None:
-    """Refuse --offload on a CPU before any weights load."""
+    """Refuse --offload on a CPU before any weights load (on Ray, where the device named is the workers': this
+    machine's may differ)."""
     if params.get("offload"):
         from .models import resolve_device
         from .speed import check_speed_args
 
-        check_speed_args(offload=params["offload"], device=resolve_device(params["device"]))
+        on_ray = params.get("ray") is not None
+        check_speed_args(offload=params["offload"], device=params["device"] if on_ray else
+                         resolve_device(params["device"]))
 
 
 def apply_speed(pipe: Any, params: dict[str, Any], controlnets: Sequence[Any] = ()) -> list[str]:

@@ -59,10 +59,15 @@ class Rendered:
 
 
 def plan(mode: str, params: dict[str, Any], shape: Shape) -> Planned:
-    """Estimate the run before any weights load (`t2vzero.plan`) and decide whether and how it fits."""
+    """Estimate the run before any weights load (`t2vzero.plan`) and decide whether and how it fits. A run on
+    Ray workers whose device this machine lacks (a driver without CUDA) is not planned here."""
     from ..errors import UserError
     from ..plan import available_memory, fit, plan_run
 
+    elsewhere = _device_elsewhere(params)
+    if elsewhere:
+        return Planned(f"not estimated on this machine: {elsewhere}", params["chunk_size"],
+                       [f"note: {elsewhere}; the memory plan is left to the Ray workers"])
     estimate = plan_run(params["model"], params.get("model_config"), mode=mode, frames=shape.frames, size=shape.size,
                         steps=params["steps"], guidance=params["guidance"], chunk_size=params["chunk_size"],
                         device=params["device"], dtype=params["dtype"], scheduler=params["scheduler"],
@@ -74,6 +79,21 @@ def plan(mode: str, params: dict[str, Any], shape: Shape) -> Planned:
     except UserError as refusal:
         return Planned(estimate.describe(), estimate.chunk_size, [], str(refusal))
     return Planned(estimate.describe(), decision.chunk_size, list(decision.notes))
+
+
+def _device_elsewhere(params: dict[str, Any]) -> str | None:
+    """For a run on Ray: why its device is not on this machine (the workers' may have it), else None."""
+    if params.get("ray") is None:
+        return None
+    from ..errors import UserError
+    from ..models import check_device_name, resolve_device
+
+    check_device_name(params["device"])
+    try:
+        resolve_device(params["device"])
+    except UserError:
+        return f"--device {params['device']} is not on this machine"
+    return None
 
 
 def seeded(params: dict[str, Any]) -> Any:
