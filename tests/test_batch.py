@@ -13,9 +13,10 @@ import torch
 
 from t2vzero.batch import Collector, Worker, read_jobs, run_local
 from t2vzero.cli import main, run
+from t2vzero.commands import MODES
 from t2vzero.distributed import capacity, split_frames_for_workers
 from t2vzero.errors import UserError
-from t2vzero.jobs import MODES, RUN_PARAMS, option_keys
+from t2vzero.jobs import RUN_PARAMS, option_keys
 from t2vzero.video import read_video
 
 FAST = {"size": "64x64", "steps": 3, "frames": 3}
@@ -117,6 +118,115 @@ def test_bad_run_options_exit_2(capsys, tmp_path, args, match):
     assert time.monotonic() - start < 60
 
 
+def test_a_line_is_checked_and_planned_as_its_command_would_be(capsys, tmp_path, tiny_model_dir, monkeypatch):
+    """What the command alone refuses before loading weights, a batch refuses before running any job, with the
+    command's own message after the line's number: the model, the step count, the memory plan."""
+    import t2vzero.plan
+
+    monkeypatch.chdir(tmp_path)
+    model = {"model": str(tiny_model_dir), "frames": 3, "steps": 2}
+    cases = [({"prompt": "x", "model": "no/such/model"}, ["--model", "no/such/model"]),
+             ({"prompt": "x", **model, "steps": 100000}, ["--model", tiny_model_dir, "--frames", 3,
+                                                          "--steps", 100000]),
+             ({"prompt": "x", **model, "device": "tpu"}, ["--model", tiny_model_dir, "--device", "tpu"])]
+    for line, args in cases:
+        code, _, alone = cli(capsys, "generate", "x", *args, "-o", tmp_path / "v.mp4")
+        assert code == 2 and alone.startswith("error: ")
+        jobs = write_jobs(tmp_path / "jobs.jsonl", {"id": "a", "prompt": "a red circle", **model}, {"id": "b", **line})
+        start = time.monotonic()
+        code, _, err = cli(capsys, "batch", jobs, "-o", tmp_path / "out")
+        assert code == 2 and err == f"error: line 2 (b): {alone[len('error: '):]}", (err, alone)
+        assert time.monotonic() - start < 5 and not (tmp_path / "out").exists()
+    # The memory plan: a job that cannot fit is refused before any runs, unless --force.
+    monkeypatch.setattr(t2vzero.plan, "available_memory", lambda device: 2**20)
+    jobs = write_jobs(tmp_path / "jobs.jsonl", {"id": "a", "prompt": "a red circle", **model, "chunk_size": 3})
+    code, _, err = cli(capsys, "batch", jobs, "-o", tmp_path / "out")
+    assert code == 2 and err.startswith("error: line 1 (a): this run needs about") and "--force" in err, err
+    assert not (tmp_path / "out").exists()
+    code, _, err = cli(capsys, "batch", jobs, "-o", tmp_path / "out", "--force")
+    assert code == 0 and "line 1 (a): warning: this run needs about" in err and "running anyway (--force)" in err
+    record = json.loads((tmp_path / "out" / "manifest.jsonl").read_text())
+    assert any("running anyway" in w for w in record["warnings"])
+
+
+def test_the_plan_picks_a_batch_jobs_chunk_size_as_it_does_the_commands(tmp_path, tiny_model_dir, monkeypatch):
+    import t2vzero.plan
+    from t2vzero.plan import MARGIN, plan_run
+
+    p = plan_run(str(tiny_model_dir), None, mode="generate", frames=100, size=(64, 64), steps=2, guidance=None,
+                 chunk_size=None, device="cpu", dtype="float32")
+    room = int(p.reestimate(60, (64, 64)).peak * MARGIN) + 1
+    monkeypatch.setattr(t2vzero.plan, "available_memory", lambda device: room)
+    job = read_jobs(write_jobs(tmp_path / "jobs.jsonl", {"id": "a", "prompt": "x", "model": str(tiny_model_dir),
+                                                         "frames": 100, "size": "64x64", "steps": 2}))[0]
+    assert job.params["chunk_size"] == 60 and job.options["chunk_size"] is None  # the plan's, not the line's
+    assert "running in chunks of 60" in job.notes[0] and job.frames == 100
+
+
+def test_a_jobs_paths_are_absolute_for_workers_elsewhere(tmp_path, tiny_model_dir, square_clip_dir, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_model_dir, tmp_path / "sd")
+    shutil.copytree(square_clip_dir, tmp_path / "clip")
+    (tmp_path / "style.safetensors").write_bytes(b"")
+    job = read_jobs(write_jobs(tmp_path / "jobs.jsonl", {
+        "id": "c", "mode": "control", "prompt": "x", "model": "sd", "input": "clip", "controlnet": ["sd:0.5", "hub/id"],
+        "condition": ["canny", "clip"], "lora": "style.safetensors:0.7"}))[0]
+    assert job.params["model"] == str(tmp_path / "sd") and job.params["input_video"] == str(tmp_path / "clip")
+    assert job.params["controlnets"] == (f"{tmp_path / 'sd'}:0.5", "hub/id")
+    assert job.params["conditions"] == ("canny", str(tmp_path / "clip"))
+    assert job.params["lora"] == (f"{tmp_path / 'style.safetensors'}:0.7",)
+    literal = ("sd", "clip", ["style.safetensors:0.7"])  # as written: the job's identity when resuming
+    assert (job.options["model"], job.options["input"], job.options["lora"]) == literal
+
+
+def test_the_pool_options_are_checked_in_one_place(capsys, tmp_path):
+    for args, match in ((["--workers", "0", "--ray", "auto"], "--workers must be at least 1, got 0"),
+                        (["--max-retries", "-1"], "--max-retries must be 0 or more, got -1"),
+                        (["--cpus-per-worker", "0", "--ray", "auto"], "--cpus-per-worker must be above 0"),
+                        (["--gpus-per-worker", "nan", "--ray", "auto"], "--gpus-per-worker 0 or more")):
+        for command in (["generate", "x"], ["restyle", "clip", "x"], ["batch", "jobs.jsonl"]):
+            code, _, err = cli(capsys, *command, *args, "-o", tmp_path / "v.mp4")
+            assert code == 2 and match in err and err.count("\n") == 1, (command, err)
+
+
+def test_a_dry_run_never_goes_to_ray(capsys, tmp_path, tiny_model_dir, square_clip_dir, tiny_controlnet_dir,
+                                     image_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # any use of Ray would fail
+    common = ["--model", tiny_model_dir, "--ray", "auto", "--dry-run", "-o", tmp_path / "v.mp4", "--sheet"]
+    for args in (["generate", "x", "--frames", 4], ["animate", image_path, "x"],
+                 ["control", square_clip_dir, "x", "--controlnet", tiny_controlnet_dir, "--resolution", 64],
+                 ["restyle", square_clip_dir, "x", "--resolution", 64], ["edit", square_clip_dir, "x"]):
+        code, out, err = cli(capsys, *args, *common)
+        assert code == 0 and "estimated peak memory" in out, (args, err)
+    assert list(tmp_path.iterdir()) == []
+    code, _, err = cli(capsys, "generate", "x", "--model", tiny_model_dir, "--ray", "auto", "-o", tmp_path / "v.mp4")
+    assert code == 2 and "pip install 't2vzero[ray]'" in err  # the same line without --dry-run goes to Ray
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_only_the_ray_workers_have_is_left_to_them(capsys, tmp_path, monkeypatch):
+    """A driver without CUDA refuses --device cuda for a run here, but not for one on Ray workers (they may have
+    it); a device name that exists nowhere is refused either way."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # reaching Ray means every check passed
+    out = ["-o", tmp_path / "v.mp4"]
+    code, _, err = cli(capsys, "generate", "x", "--device", "cuda", *out)
+    assert code == 2 and "CUDA is not available here" in err
+    code, _, err = cli(capsys, "generate", "x", "--device", "cuda", "--offload", "model", "--ray", "auto", *out)
+    assert code == 2 and "pip install 't2vzero[ray]'" in err and "memory plan is left to the Ray workers" in err
+    jobs = write_jobs(tmp_path / "jobs.jsonl", {"id": "a", "prompt": "x", "device": "cuda"})
+    code, _, err = cli(capsys, "batch", jobs, "-o", tmp_path / "out")
+    assert code == 2 and err.startswith("error: line 1 (a): device cuda asked for, but CUDA is not available")
+    code, _, err = cli(capsys, "batch", jobs, "-o", tmp_path / "out", "--ray", "auto")
+    assert code == 2 and "pip install 't2vzero[ray]'" in err
+    for args in (["generate", "x", "--device", "tpu", "--ray", "auto", *out],
+                 ["batch", write_jobs(tmp_path / "jobs.jsonl", {"prompt": "x", "device": "tpu"}), "-o", tmp_path / "o",
+                  "--ray", "auto"]):
+        code, _, err = cli(capsys, *args)
+        assert code == 2 and "unknown device 'tpu'" in err, err
+
+
 def test_a_missing_jobs_file_and_an_empty_one(capsys, tmp_path):
     code, _, err = cli(capsys, "batch", tmp_path / "none.jsonl", "-o", tmp_path / "out")
     assert code == 2 and "does not exist" in err
@@ -133,6 +243,13 @@ def test_ray_options_without_ray_installed_say_how_to_install(capsys, tmp_path, 
     assert code == 2 and "pip install 't2vzero[ray]'" in err
     code, _, err = cli(capsys, "generate", "a red circle", "--workers", "2", "-o", tmp_path / "v.mp4")
     assert code == 2 and "add --ray" in err
+
+
+def test_every_video_command_is_a_batch_mode():
+    """A video command (one with a --seed) missing from MODES could not be a batch job."""
+    video_commands = {name for name, cmd in main.commands.items() if any(p.name == "seed" for p in cmd.params)}
+    assert video_commands == set(MODES) == {"generate", "animate", "control", "edit", "restyle"}
+    assert all(MODES[name].command == name for name in MODES)
 
 
 def test_every_option_of_each_command_is_read_by_its_mode():
@@ -205,6 +322,11 @@ def test_a_local_batch_loads_each_model_once_records_and_resumes(capsys, tmp_pat
     assert a["resolved"]["num_inference_steps"] == 3 and a["resolved"]["t0"] is not None and a["host"]
     assert records["bad"]["status"] == "failed" and "prompt_2" in records["bad"]["error"]
     assert frames_of(out / "e1.mp4").shape == (3, 48, 64, 3)
+    resolved = records["e1"]["resolved"]  # what the edit ran with, the model's sampler named
+    assert (resolved["num_inference_steps"], resolved["guidance_scale"], resolved["image_guidance_scale"]) == \
+        (3, 7.5, 1.5)
+    assert (resolved["video_length"], resolved["height"], resolved["width"], resolved["fps"]) == (3, 48, 64, 8.0)
+    assert resolved["scheduler"] and a["resolved"]["scheduler"] and a["resolved"]["fps"] == 4.0
 
     # Again: the done jobs are skipped, the failed one is redone (and fails again).
     load_counter.clear()
@@ -224,13 +346,30 @@ def test_a_local_batch_loads_each_model_once_records_and_resumes(capsys, tmp_pat
     assert records["b"]["seed"] == 3 and len(records) == 5  # one line per job id; the old bad line is kept
 
 
+@pytest.fixture(scope="module")
+def image_path(tmp_path_factory):
+    from PIL import Image
+
+    image = np.full((48, 64, 3), 40, np.uint8)
+    image[12:36, 16:40] = (220, 60, 30)
+    path = tmp_path_factory.mktemp("img") / "square.png"
+    Image.fromarray(image).save(path)
+    return path
+
+
 def test_a_batch_job_equals_the_same_command_run_alone(capsys, tmp_path, model, tiny_controlnet_dir,
-                                                       square_clip_dir, latent_pixels):
+                                                       square_clip_dir, image_path, latent_pixels):
     control = {"mode": "control", "input": str(square_clip_dir), "controlnet": f"{tiny_controlnet_dir}:0.8",
                "resolution": 64, "steps": 3, "chunk_size": 3, "model": model["model"]}
     jobs = write_jobs(tmp_path / "jobs.jsonl",
                       {"id": "g", "prompt": "a red circle", **model, "seed": 7, "motion": "8,-4", "chunk_size": 2},
-                      {"id": "c", "prompt": "a red square", **control, "seed": 5})
+                      {"id": "c", "prompt": "a red square", **control, "seed": 5},
+                      {"id": "a", "mode": "animate", "image": str(image_path), "prompt": "a red square",
+                       "model": model["model"], "resolution": 64, "frames": 3, "steps": 3, "motion": "16,0",
+                       "seed": 3},
+                      {"id": "r", "mode": "restyle", "input": str(square_clip_dir), "prompt": "a blue square",
+                       "model": model["model"], "strength": 0.6, "resolution": 64, "steps": 5, "chunk_size": 2,
+                       "controlnet": str(tiny_controlnet_dir), "seed": 2})
     code, _, err = cli(capsys, "batch", jobs, "-o", tmp_path / "out", "--format", "frames")
     assert code == 0, err
     alone = {
@@ -238,6 +377,10 @@ def test_a_batch_job_equals_the_same_command_run_alone(capsys, tmp_path, model, 
               "--seed", 7, "--motion", "8,-4", "--chunk-size", 2],
         "c": ["control", square_clip_dir, "a red square", "--model", model["model"], "--controlnet",
               f"{tiny_controlnet_dir}:0.8", "--resolution", 64, "--steps", 3, "--chunk-size", 3, "--seed", 5],
+        "a": ["animate", image_path, "a red square", "--model", model["model"], "--resolution", 64, "--frames", 3,
+              "--steps", 3, "--motion", "16,0", "--seed", 3],
+        "r": ["restyle", square_clip_dir, "a blue square", "--model", model["model"], "--strength", 0.6,
+              "--resolution", 64, "--steps", 5, "--chunk-size", 2, "--controlnet", tiny_controlnet_dir, "--seed", 2],
     }
     for job_id, args in alone.items():
         code, _, err = cli(capsys, *args, "-o", f"{tmp_path / job_id}/")
@@ -247,6 +390,8 @@ def test_a_batch_job_equals_the_same_command_run_alone(capsys, tmp_path, model, 
     # The comparison can fail: another seed gives other frames.
     code, _, _ = cli(capsys, *alone["g"][:-6], "--seed", 8, "--motion", "8,-4", "-o", f"{tmp_path / 'g8'}/")
     assert code == 0 and np.abs(frames_of(tmp_path / "g8") - frames_of(tmp_path / "g")).max() > 4 / 255
+    code, _, _ = cli(capsys, *alone["r"][:-2], "--seed", 3, "-o", f"{tmp_path / 'r3'}/")
+    assert code == 0 and np.abs(frames_of(tmp_path / "r3") - frames_of(tmp_path / "r")).max() > 4 / 255
 
 
 def test_ctrl_c_leaves_whole_manifest_lines_and_no_partial_video(capsys, tmp_path, model, monkeypatch):
@@ -272,14 +417,101 @@ def test_ctrl_c_leaves_whole_manifest_lines_and_no_partial_video(capsys, tmp_pat
     assert code == 0 and "2 done, 0 failed, 1 already done" in stdout
 
 
-def test_an_unreadable_manifest_line_is_ignored_and_the_job_redone(capsys, tmp_path, model):
+def test_a_torn_manifest_line_is_ignored_and_the_job_redone(capsys, tmp_path, model):
     jobs = write_jobs(tmp_path / "jobs.jsonl", {"id": "a", "prompt": "a red circle", **model})
     out = tmp_path / "out"
     out.mkdir()
-    (out / "manifest.jsonl").write_text('{"id": "a", "status": "do\n')
+    (out / "manifest.jsonl").write_text('{"id": "a", "status": "do')  # cut short by a stop: no newline
     code, stdout, _ = cli(capsys, "batch", jobs, "-o", out)
     assert code == 0 and "1 done" in stdout
-    assert json.loads((out / "manifest.jsonl").read_text())["status"] == "done"
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    assert lines[0] == '{"id": "a", "status": "do'  # appended after, never rewritten
+    assert len(lines) == 2 and json.loads(lines[1])["status"] == "done"
+
+
+def test_a_manifest_that_is_not_text_is_a_one_line_error(capsys, tmp_path, model):
+    jobs = write_jobs(tmp_path / "jobs.jsonl", {"id": "a", "prompt": "a red circle", **model})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "manifest.jsonl").write_bytes(b"\xff\xfe not utf-8")
+    code, _, err = cli(capsys, "batch", jobs, "-o", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 1 and "manifest.jsonl is not UTF-8 text" in err
+
+
+def test_two_runs_writing_one_manifest_keep_each_others_lines(tmp_path):
+    from t2vzero.batch import Manifest
+
+    first, second = Manifest(tmp_path), Manifest(tmp_path)  # both read the folder before either writes
+    first.add({"id": "a", "status": "done"})
+    second.add({"id": "b", "status": "done"})
+    first.add({"id": "a", "status": "failed"})
+    assert Manifest(tmp_path).records == {"a": {"id": "a", "status": "failed"}, "b": {"id": "b", "status": "done"}}
+    assert len((tmp_path / "manifest.jsonl").read_text().splitlines()) == 3  # appended, one line a job end
+
+
+def test_a_stop_while_writing_a_video_leaves_the_manifest_whole_and_nothing_half_written(capsys, tmp_path, model,
+                                                                                          monkeypatch):
+    import signal
+
+    import t2vzero.video
+    from t2vzero.stops import Stopped
+
+    jobs = write_jobs(tmp_path / "jobs.jsonl", *({"id": f"j{i}", "prompt": "a red circle", **model, "seed": i}
+                                                 for i in range(3)))
+    real, writes = t2vzero.video._write_ffmpeg, []
+
+    def stopped_on_the_second(frames, path, fps, codec):
+        writes.append(path)
+        if len(writes) == 2:
+            path.write_bytes(b"half a video")  # the temporary file beside the target holds a partial write
+            raise Stopped(signal.SIGTERM)
+        return real(frames, path, fps, codec)
+
+    monkeypatch.setattr(t2vzero.video, "_write_ffmpeg", stopped_on_the_second)
+    out = tmp_path / "out"
+    code, stdout, _ = cli(capsys, "batch", jobs, "-o", out)
+    assert code == 143 and "run the same command again to resume" in stdout
+    assert writes[1].parent == out and writes[1].name.startswith(".j1")  # it was the temporary file
+    assert sorted(os.listdir(out)) == ["j0.mp4", "manifest.jsonl"]
+    assert [json.loads(x)["id"] for x in (out / "manifest.jsonl").read_text().splitlines()] == ["j0"]
+
+
+def test_nothing_to_do_connects_to_nothing(capsys, tmp_path, model, monkeypatch):
+    jobs = write_jobs(tmp_path / "jobs.jsonl", {"id": "a", "prompt": "a red circle", **model})
+    assert cli(capsys, "batch", jobs, "-o", tmp_path / "out")[0] == 0
+    monkeypatch.setitem(sys.modules, "ray", None)  # connecting would fail
+    code, stdout, err = cli(capsys, "batch", jobs, "-o", tmp_path / "out", "--ray", "auto")
+    assert code == 0 and "0 done, 0 failed, 1 already done" in stdout, err
+
+
+def test_a_cluster_shuts_down_the_ray_it_started_whatever_ends_the_run():
+    from t2vzero.distributed import Cluster
+
+    class Ray:
+        shut = 0
+
+        def shutdown(self):
+            self.shut += 1
+
+    ours, theirs = Ray(), Ray()
+    with pytest.raises(RuntimeError), Cluster(ours, 1, 0.0, 1.0, owned=True):
+        raise RuntimeError("between connecting and running")
+    with Cluster(theirs, 1, 0.0, 1.0, owned=False):
+        pass
+    assert (ours.shut, theirs.shut) == (1, 0)  # a cluster this run joined is left running
+
+
+def test_a_retried_task_prefers_a_worker_on_another_machine(tmp_path):
+    from collections import deque
+
+    from t2vzero.batch import Task
+    from t2vzero.distributed import _pick, _Slot
+
+    job = read_jobs(write_jobs(tmp_path / "jobs.jsonl", {"id": "j", "prompt": "x"}))[0]
+    fresh, retried = Task(job), Task(job, avoid_host="node-a")
+    queue = deque([retried, fresh])
+    assert _pick(queue, _Slot(0, None, None, host="node-a")) is fresh
+    assert _pick(queue, _Slot(1, None, None, host="node-b")) is retried
+    assert _pick(deque([retried]), _Slot(0, None, None, host="node-a")) is retried  # rather than waiting
 
 
 # --- jobs in parts, as workers render them ------------------------------------------------------------------------
@@ -303,7 +535,7 @@ def run_split(jobs, out, groups):
 
 
 def test_a_job_rendered_in_parts_equals_the_whole(tmp_path, model, tiny_controlnet_dir, tiny_pix2pix_dir,
-                                                  square_clip_dir, latent_pixels):
+                                                  square_clip_dir, image_path, latent_pixels, monkeypatch):
     clip = {"input": str(square_clip_dir), "resolution": 64, "steps": 3, "chunk_size": 3, "seed": 4}
     jobs = read_jobs(write_jobs(
         tmp_path / "jobs.jsonl",
@@ -311,12 +543,23 @@ def test_a_job_rendered_in_parts_equals_the_whole(tmp_path, model, tiny_controln
          "scheduler": "euler-a"},  # a stochastic sampler: step noise must follow each frame into its part
         {"id": "c", "mode": "control", "prompt": "a red square", "model": model["model"],
          "controlnet": str(tiny_controlnet_dir), **clip},
-        {"id": "e", "mode": "edit", "prompt": "make it blue", "model": str(tiny_pix2pix_dir), **clip}))
+        {"id": "e", "mode": "edit", "prompt": "make it blue", "model": str(tiny_pix2pix_dir), **clip},
+        {"id": "a", "mode": "animate", "image": str(image_path), "prompt": "a red square", "model": model["model"],
+         "resolution": 64, "frames": 6, "steps": 3, "chunk_size": 3, "seed": 5, "scheduler": "euler-a"},
+        {"id": "r", "mode": "restyle", "prompt": "a blue square", "model": model["model"], "strength": 0.6,
+         **{**clip, "steps": 5}}))
     groups = split_frames_for_workers(6, 3)
     assert groups == [[0, 1, 2], [3, 4], [5]]
+    import t2vzero.inputs
+
+    annotated, real_canny = [], t2vzero.inputs.canny
+    monkeypatch.setattr(t2vzero.inputs, "canny", lambda frames, *a: annotated.append(len(frames)) or
+                        real_canny(frames, *a))
     tasks = run_split(jobs, tmp_path / "parts", groups)
     assert [t[1] for t in tasks if t[0] == "g"] == ["anchor", "part", "part", "part"]
-    assert [t[2] for t in tasks if t[0] == "c"] == groups
+    assert [t[1] for t in tasks if t[0] == "a"] == ["anchor", "part", "part", "part"]
+    assert [t[2] for t in tasks if t[0] == "c"] == [t[2] for t in tasks if t[0] == "r"] == groups
+    assert annotated == [3, 3, 2]  # each part's edges: frame 1 and its own frames, never the whole clip
     (tmp_path / "whole").mkdir()
     whole = Collector(lambda job: (tmp_path / "whole" / job.id, None))
     assert run_local(jobs, whole) is None
@@ -326,6 +569,27 @@ def test_a_job_rendered_in_parts_equals_the_whole(tmp_path, model, tiny_controln
         assert np.abs(parts - full).max() <= 1 / 255, job.id
         if job.mode != "control":  # (a tiny ControlNet moves frames less than this; its subsets are tested below)
             assert np.abs(full[1:] - full[:1]).max() > 4 / 255, job.id  # frames differ: the comparison can fail
+
+
+def test_a_split_from_a_wrong_stored_frame_count_still_gives_every_frame(tmp_path, model, tiny_controlnet_dir,
+                                                                         square_clip_dir, latent_pixels):
+    """A clip's frame count comes from its container's stored duration; where that is short, the parts for the
+    frames it missed are rendered after; where it is long, parts past the end render nothing."""
+    from dataclasses import replace
+
+    job = read_jobs(write_jobs(tmp_path / "jobs.jsonl", {
+        "id": "c", "mode": "control", "prompt": "a red square", "model": model["model"], "input": str(square_clip_dir),
+        "controlnet": str(tiny_controlnet_dir), "resolution": 64, "steps": 3, "chunk_size": 3, "seed": 4}))[0]
+    assert job.frames == 6
+    (tmp_path / "whole").mkdir()
+    assert run_local([job], Collector(lambda j: (tmp_path / "whole" / j.id, None))) is None
+    whole = frames_of(tmp_path / "whole" / "c")
+    for told in (4, 8):
+        wrong = replace(job, frames=told)
+        tasks = run_split([wrong], tmp_path / f"told{told}", split_frames_for_workers(told, 3))
+        got = frames_of(tmp_path / f"told{told}" / "c")
+        assert got.shape == whole.shape and np.abs(got - whole).max() <= 1 / 255, told
+        assert [t[2] for t in tasks] == ([[0, 1, 2], [3], [4, 5]] if told == 4 else [[0, 1, 2], [3, 4], [5, 6], [7]])
 
 
 def test_video_to_video_subsets_rendered_apart_equal_the_whole(tiny, tiny_controlnet_dir, latent_output):

@@ -29,11 +29,14 @@ def files(tiny_model_dir, tiny_controlnet_dir):
     from t2vzero.video import write_video
 
     clip = write_video(np.full((3, 32, 32, 3), 90, np.uint8), root / "clip.gif", fps=4)
+    from PIL import Image
+
+    Image.fromarray(np.full((24, 40, 3), 90, np.uint8)).save(root / "image.png")
     (root / "notes.txt").write_text("not a video")
     (root / "folder").mkdir()
     (root / "dangling").symlink_to(root / "nowhere")
     return {"model": str(tiny_model_dir), "controlnet": str(tiny_controlnet_dir), "clip": str(clip),
-            "text": str(root / "notes.txt"),
+            "image": str(root / "image.png"), "text": str(root / "notes.txt"),
             "missing": str(root / "missing.mp4"), "folder": str(root / "folder"), "dangling": str(root / "dangling")}
 
 
@@ -66,7 +69,7 @@ def typed(files):
         "ints": ["--frames", "--steps", "--seed", "--t0", "--t1", "--chunk-size", "--cache-interval", "--every",
                  "--max-frames", "--resolution", "--canny-low", "--canny-high"],
         "floats": ["--guidance", "--fps", "--tome", "--guidance-rescale", "--background-smoothing", "--start",
-                   "--end", "--image-guidance"],
+                   "--end", "--image-guidance", "--strength"],
         "sizes": ["--size"], "motions": ["--motion"],
         "names": ["--scheduler", "--timestep-spacing", "--device", "--dtype", "--compat", "--offload", "--condition"],
         "paths": ["--lora", "--config", "--motion-file", "--controlnet"],
@@ -90,6 +93,11 @@ OPTIONS = {
                 "--resolution", "--fps", "--chunk-size", "--canny-low", "--canny-high", "--scheduler", "--device"],
     "edit": ["--steps", "--guidance", "--image-guidance", "--start", "--end", "--every", "--max-frames",
              "--resolution", "--fps", "--chunk-size", "--scheduler", "--tome", "--device"],
+    "animate": ["--frames", "--steps", "--guidance", "--seed", "--resolution", "--motion", "--t0", "--t1",
+                "--chunk-size", "--fps", "--scheduler", "--device", "--dtype", "--lora", "--motion-file",
+                "--cache-interval"],
+    "restyle": ["--strength", "--condition", "--controlnet", "--steps", "--guidance", "--start", "--end", "--every",
+                "--max-frames", "--resolution", "--fps", "--chunk-size", "--scheduler", "--device"],
 }
 FLAGS = ["--dry-run", "--sheet", "--no-motion", "--no-cross-frame-attention", "--force", "--compile",
          "--channels-last", "--vae-tiling", "--allow-pickle"]
@@ -102,6 +110,8 @@ def argv(files, command):
     flags = st.lists(st.sampled_from(FLAGS if command == "generate" else FLAGS[:2] + FLAGS[4:]), max_size=2)
     outputs = st.sampled_from(["out.mp4", "out.gif", "frames/", "out.avi", "", "folder", "dangling"])
     inputs = st.sampled_from(["clip", "clip", "missing", "text", "folder"]).map(lambda k: files[k])
+    if command == "animate":
+        inputs = st.sampled_from(["image", "image", "missing", "text", "clip"]).map(lambda k: files[k])
     prompts = st.one_of(st.sampled_from(["a red circle", ""]), TEXT)
     positional = st.tuples(prompts) if command == "generate" else st.tuples(inputs, prompts)
     if command == "control":  # its one required option
@@ -125,7 +135,7 @@ def check(capsys, workdir, args):
     assert sorted(workdir.rglob("*")) == before, (args, "files were left behind")
 
 
-@pytest.mark.parametrize("command", ["generate", "control", "edit"])
+@pytest.mark.parametrize("command", ["generate", "control", "edit", "animate", "restyle"])
 def test_random_command_lines_end_cleanly(command, files, stop_at_loading, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "folder").mkdir()
@@ -144,7 +154,7 @@ def test_random_command_lines_end_cleanly(command, files, stop_at_loading, capsy
 
 
 JOB_KEYS = ["id", "mode", "prompt", "seed", "frames", "steps", "model", "input", "size", "motion", "chunk_size",
-            "guidance", "controlnet", "scheduler", "colour", ""]
+            "guidance", "controlnet", "scheduler", "colour", "", "image", "strength"]
 
 
 LINES = st.lists(st.one_of(

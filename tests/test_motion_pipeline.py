@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from t2vzero import TextToVideoZero
-from t2vzero.cli import motion_from_options, run
+from t2vzero.cli import run
 from t2vzero.errors import UserError
 from t2vzero.modes.text2video import latents_at_t1
 from t2vzero.motion import Keyframes, Pan, Rotate, Zoom, as_motion, warp_latents
+from t2vzero.options import motion_from_options
 from t2vzero.schedule import forward_jump
 
 KW = dict(video_length=4, height=64, width=64, num_inference_steps=8, t0=300, t1=700, progress=False)

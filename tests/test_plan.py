@@ -28,6 +28,19 @@ def test_too_many_frames_without_a_chunk_size_get_the_largest_chunk_that_fits(ti
     assert decision.chunk_size == 80 and "running in chunks of 80 (--chunk-size 80)" in decision.notes[0]
 
 
+def test_the_fitting_chunk_is_found_in_a_few_estimates_even_for_a_million_frames(tiny_model_dir):
+    """A job line or command with a huge frame count is planned at once, not one estimate per chunk size."""
+    import dataclasses
+
+    p = plan(tiny_model_dir, frames=10**6)
+    calls = []
+    counted = dataclasses.replace(p, reestimate=lambda chunk, size: calls.append(chunk) or p.reestimate(chunk, size))
+    room = int(p.reestimate(1000, (64, 64)).peak * MARGIN) + 1
+    chunk = fit(counted, available=room).chunk_size
+    assert chunk >= 1000 and p.reestimate(chunk + 1, (64, 64)).peak * MARGIN > room  # the largest that fits
+    assert len(calls) < 40
+
+
 def test_a_run_that_cannot_fit_is_refused_with_what_would_fit(tiny_model_dir):
     p = plan(tiny_model_dir, frames=128, chunk_size=100)
     room = int(p.reestimate(60, (64, 64)).peak * MARGIN) + 1

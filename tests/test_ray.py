@@ -4,7 +4,11 @@ Each run starts two worker actors with one CPU and one torch thread each; the jo
 """
 
 import json
-import threading
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -98,39 +102,120 @@ def test_a_partial_batch_resumes_on_ray(ray_cluster, tmp_path, jobs_file, local_
     assert manifest(out)["b"]["options"]["seed"] == 2
 
 
-def test_a_killed_worker_is_replaced_and_its_job_retried(ray_cluster, tmp_path, jobs_file, local_run):
-    ray = ray_cluster
-    jobs = [json.loads(x) for x in jobs_file.read_text().splitlines()]
-    small = write_jobs(tmp_path / "jobs.jsonl", *[j for j in jobs if j["id"] in ("a", "b")])
-    killed, threads = [], []
+def kill_on_dispatch(ray, job_id, times=1):
+    """Events that kill the worker a job was just handed to, before it can have finished it (the driver hands a
+    worker its next task only after it took this one's result, so the kill hits this job), `times` times."""
+    seen = []
 
     def events(kind, task, actor):
-        if kind == "dispatch" and task.job.id == "a" and not killed:
-            killed.append(actor)
-            timer = threading.Timer(0.5, ray.kill, [actor])  # mid-job: the worker is loading or rendering
-            timer.start()
-            threads.append(timer)
+        if kind == "dispatch" and task.job.id == job_id and seen.count("killed") < times:
+            seen.append("killed")
+            ray.kill(actor)
         if kind == "died":
-            killed.append("died")
+            seen.append("died")
 
+    return seen, events
+
+
+def test_a_killed_worker_is_replaced_and_its_job_retried(ray_cluster, tmp_path, jobs_file, local_run):
+    jobs = [json.loads(x) for x in jobs_file.read_text().splitlines()]
+    small = write_jobs(tmp_path / "jobs.jsonl", *[j for j in jobs if j["id"] in ("a", "b")])
+    seen, events = kill_on_dispatch(ray_cluster, "a")
     out = tmp_path / "out"
     outcome = run_batch(small, out, fmt="frames", ray="auto", workers=2, progress=False, events=events)
-    for timer in threads:
-        timer.join()
-    assert killed[1:] == ["died"] and outcome.exit_code == 0
+    assert seen == ["killed", "died"] and outcome.exit_code == 0
     record = manifest(out)["a"]
     assert record["attempts"] == 2 and record["status"] == "done" and len(record["workers"]) == 1
     assert np.abs(frames_of(out / "a") - frames_of(local_run / "a")).max() <= 1 / 255
 
 
-def test_a_worker_uses_one_torch_thread_per_cpu(ray_cluster):
-    from t2vzero.batch import Worker
+def test_the_pool_gives_each_worker_one_torch_thread_per_cpu(ray_cluster):
+    from t2vzero.batch import Collector
+    from t2vzero.distributed import Cluster, _Pool
 
-    actor = ray_cluster.remote(Worker).options(num_cpus=1).remote(1)
-    try:
-        assert ray_cluster.get(actor.describe.remote(), timeout=120)["threads"] == 1
-    finally:
-        ray_cluster.kill(actor)
+    for cpus, threads in ((2.0, 2), (1.5, 1)):
+        pool = _Pool(Cluster(ray_cluster, 1, 0.0, cpus, owned=False), Collector(lambda job: None), lambda *a: None)
+        try:
+            slot = pool._start(0)
+            pool.slots = [slot]
+            assert ray_cluster.get(slot.actor.describe.remote(), timeout=120)["threads"] == threads
+        finally:
+            pool.close()
+
+
+def test_workers_that_keep_dying_fail_the_remaining_jobs(ray_cluster, tmp_path, jobs_file, monkeypatch):
+    jobs = [json.loads(x) for x in jobs_file.read_text().splitlines()]
+    small = write_jobs(tmp_path / "jobs.jsonl", *[j for j in jobs if j["id"] in ("a", "b")])
+    monkeypatch.setattr(distributed, "MAX_REPLACEMENTS", 0)  # the first death is one too many
+    seen, events = kill_on_dispatch(ray_cluster, "a")
+    outcome = run_batch(small, tmp_path / "out", fmt="frames", ray="auto", workers=1, max_retries=5, progress=False,
+                        events=events)
+    assert seen == ["killed", "died"] and outcome.exit_code == 1 and [j.id for j in outcome.done] == []
+    assert {j.id: e for j, e in outcome.failed} == dict.fromkeys("ab", "Ray workers keep dying (1 died); see the Ray "
+                                                                      "logs (/tmp/ray/session_latest)")
+    assert {r["status"] for r in manifest(tmp_path / "out").values()} == {"failed"}
+
+
+def test_jobs_waiting_on_workers_that_cannot_start_again_fail_instead_of_hanging(ray_cluster, tmp_path, jobs_file,
+                                                                               monkeypatch):
+    jobs = [json.loads(x) for x in jobs_file.read_text().splitlines()]
+    small = write_jobs(tmp_path / "jobs.jsonl", *[j for j in jobs if j["id"] in ("a", "b")])
+    real_start, started = distributed._Pool._start, []
+
+    def replacements_never_fit(self, index):
+        started.append(index)
+        if len(started) == 1:
+            return real_start(self, index)
+        actor = self.remote.options(num_cpus=64).remote(1)  # more than the cluster has: never scheduled
+        return distributed._Slot(index, actor, actor.ready.remote())
+
+    monkeypatch.setattr(distributed._Pool, "_start", replacements_never_fit)
+    monkeypatch.setattr(distributed, "STALL_S", 2.0)
+    monkeypatch.setattr(distributed, "POLL_S", 0.5)
+    seen, events = kill_on_dispatch(ray_cluster, "a")
+    start = time.monotonic()
+    outcome = run_batch(small, tmp_path / "out", ray="auto", workers=1, progress=False, events=events)
+    assert time.monotonic() - start < 120 and seen == ["killed", "died"] and len(started) == 2
+    assert sorted(j.id for j, _ in outcome.failed) == ["a", "b"]
+    assert all(error.startswith("no Ray worker could take the remaining jobs for 2 s") for _, error in outcome.failed)
+
+
+def test_the_pool_has_as_many_workers_as_the_work_keeps_busy(ray_cluster, tmp_path, jobs_file, monkeypatch):
+    jobs = [json.loads(x) for x in jobs_file.read_text().splitlines()]
+    one = write_jobs(tmp_path / "jobs.jsonl", next(j for j in jobs if j["id"] == "a"))
+    real_start, started = distributed._Pool._start, []
+    monkeypatch.setattr(distributed._Pool, "_start", lambda self, i: started.append(i) or real_start(self, i))
+    outcome = run_batch(one, tmp_path / "out", ray="auto", progress=False)
+    assert outcome.exit_code == 0 and started == [0]  # one job: one worker, though the cluster fits two
+    from t2vzero.distributed import Cluster
+    from t2vzero.jobs import parse_job
+
+    cluster = Cluster(ray_cluster, 1, 0.0, 1.0, owned=False, fits=2)
+    cluster.size_for([parse_job(next(j for j in jobs if j["id"] == "long"), 1)])  # 7 frames in chunks of 3
+    assert cluster.workers == 2
+
+
+def test_sigterm_stops_a_ray_batch_cleanly(ray_cluster, tmp_path, tiny_model_dir):
+    """Ray's own SIGTERM handler (sys.exit) must not replace t2vzero's: exit 143, whole manifest lines."""
+    address = ray_cluster.get_runtime_context().gcs_address
+    jobs = write_jobs(tmp_path / "jobs.jsonl", *({"id": f"j{i}", "prompt": "a red circle", "model": str(tiny_model_dir),
+                                                  "size": "64x64", "steps": 3, "frames": 4 + 8 * i, "seed": i}
+                                                 for i in range(3)))
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "t2vzero", "batch", str(jobs), "-o", str(out), "--ray", address,
+                             "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "manifest.jsonl").is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first job is done; the next is running
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (stdout, stderr[-2000:])
+    assert "run the same command again to resume" in stdout and "Traceback" not in stderr
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    assert [json.loads(x)["status"] for x in lines] == ["done"] * len(lines) and 1 <= len(lines) < 3
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
 def test_one_long_video_split_over_two_workers_equals_one_process(ray_cluster, tmp_path, tiny_model_dir, capsys):

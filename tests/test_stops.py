@@ -76,6 +76,26 @@ def test_stop_on_signals_raises_once_and_restores_the_handlers():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_signal_that_lands_in_a_callback_still_stops():
+    """Python drops an exception raised in a weak reference's callback (the import system's module locks use
+    them, so a signal during a lazy import lands there): the stop must not be lost with it."""
+    import weakref
+
+    class Thing:
+        pass
+
+    def callback(_ref):
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(1000))  # bytecode: the handler runs here, inside the callback
+
+    with pytest.raises(Stopped) as stopped, stop_on_signals():
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing
+        time.sleep(1)
+    assert stopped.value.exit_code == 143 and ref() is None
+
+
 def test_a_run_far_above_the_native_size_stops_within_seconds_of_ctrl_c(tmp_path):
     """At 1536x1536 the built-in model (native 64x64) attends over 36,864 latent tokens: one attention call alone
     would take most of a minute on this CPU. In query blocks, Ctrl-C is answered within a few seconds."""

@@ -1,8 +1,9 @@
 """`t2vzero batch`: many jobs, one model load per worker and model, outputs and a manifest that resume.
 
 The same pieces run locally (one process) and on Ray (`t2vzero.distributed`): `Worker` holds loaded
-models and executes `Task`s (a whole job, or a split job's anchor or part); `Collector`, on the
-driver, turns results into `OUT/<id>.mp4` (atomically) and one manifest line per finished job.
+models and executes `Task`s (a whole job, or a split job's anchor or part) through the job's mode
+(`t2vzero.commands`, what the command line runs too); `Collector`, on the driver, turns results into
+`OUT/<id>.mp4` (atomically) and one manifest line per finished job.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .commands import MODES, Rendered
 from .errors import UserError
-from .jobs import MODES, Job, Rendered, parse_job
+from .jobs import Job, parse_job
 from .stops import Stopped, stop_code
 
 MANIFEST = "manifest.jsonl"
 FORMATS = {"mp4": ".mp4", "webm": ".webm", "gif": ".gif", "frames": ""}  # "frames": a folder of PNGs
 
 
-def read_jobs(path: str | Path) -> list[Job]:
-    """Every job of a JSONL file, all validated before any runs; errors name the line."""
+def read_jobs(path: str | Path, *, force: bool = False, ray: str | None = None) -> list[Job]:
+    """Every job of a JSONL file, all checked and planned before any runs (see `parse_job`); errors name the
+    line."""
     src = Path(path)
     if not src.is_file():
         raise UserError(f"jobs file {src} does not exist (or is a folder); give a JSONL file, one job a line")
@@ -43,7 +46,7 @@ def read_jobs(path: str | Path) -> list[Job]:
             record = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise UserError(f"line {line}: not JSON ({exc.msg} at column {exc.colno})") from None
-        job = parse_job(record, line)
+        job = parse_job(record, line, force=force, ray=ray)
         if job.id in seen:
             raise UserError(f"line {line}: id {job.id!r} repeats line {seen[job.id]}; give every job its own id")
         seen[job.id] = line
@@ -69,27 +72,39 @@ def check_out_dir(out: str | Path) -> Path:
 
 
 class Manifest:
-    """`OUT/manifest.jsonl`: the latest line per job id. Each change rewrites the file under a temporary
-    name and renames it, so an interrupted run leaves every line whole or absent."""
+    """`OUT/manifest.jsonl`: the latest line per job id. Each finished job appends one line and syncs it to
+    disk, so an interrupted run leaves every earlier line whole (a torn last line is skipped when read) and
+    two runs writing one folder keep each other's lines."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / MANIFEST
         self.records: dict[str, dict[str, Any]] = {}
-        if self.path.is_file():
-            for raw in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(raw)
-                except json.JSONDecodeError:
-                    continue  # not ours (the file is only ever replaced whole)
-                if isinstance(record, dict) and isinstance(record.get("id"), str):
-                    self.records[record["id"]] = record
+        if not self.path.is_file():
+            return
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{self.path} is not UTF-8 text, so not a t2vzero manifest; move it away or choose "
+                            "another -o") from None
+        for raw in text.splitlines():
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a stop, or not ours
+            if isinstance(record, dict) and isinstance(record.get("id"), str):
+                self.records[record["id"]] = record
 
     def add(self, record: dict[str, Any]) -> None:
-        from .video import atomic_write
-
         self.records[record["id"]] = record
-        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records.values())
-        atomic_write(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        line = json.dumps(record, sort_keys=True) + "\n"
+        with open(self.path, "a+b") as f:
+            if f.tell() > 0:  # after a torn last line, start on a line of its own
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
+            f.write(line.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
 
     def is_done(self, job: Job, folder: Path, suffix: str, sheet: bool) -> bool:
         """Done before with the same options, and its outputs still there."""
@@ -118,7 +133,7 @@ class Task:
     kind: str = "job"
     frame_ids: list[int] | None = None
     rows: bool = False  # return the contact-sheet rows (inputs, conditions) too
-    avoid: int | None = None  # the worker slot it died on, to retry elsewhere
+    avoid_host: str | None = None  # the machine a worker died on running it: retried on another where there is one
 
 
 @dataclass
@@ -177,11 +192,14 @@ class Worker:
         return Result(True, value, host=self.host, worker=self.name)
 
     def _execute(self, task: Task, anchor: Any) -> Any:
-        mode = MODES[task.job.mode]
-        loaded = self._load(task.job)
+        job, mode = task.job, MODES[task.job.mode]
+        # A part's inputs hold what it renders (frame 1 and its own frames); the sheet's rows need them all.
+        inputs = mode.inputs(job.params, None if task.rows else task.frame_ids)
+        loaded = self._load(job)
         if task.kind == "anchor":
-            return mode.anchor(loaded, task.job.params)
-        rendered = mode.render(loaded, task.job.params, task.frame_ids, anchor)
+            return mode.anchor(loaded, job.params, inputs)
+        rendered = mode.render(loaded, job.params, inputs, task.frame_ids, anchor)
+        rendered.warnings = mode.warn(loaded, job.params, inputs)
         if not task.rows:
             rendered.rows = []
         return rendered
@@ -209,9 +227,10 @@ class _Progress:
     started: float | None = None
     hosts: set[str] = field(default_factory=set)
     workers: set[str] = field(default_factory=set)
-    parts: dict[int, Rendered] = field(default_factory=dict)
+    parts: list[Rendered] = field(default_factory=list)
     waiting: int = 0
     rows: list[Any] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     attempts: int = 1
 
 
@@ -220,7 +239,8 @@ class Collector:
 
     `outputs(job)` names a job's video and contact sheet (None: no sheet); `split(job)` returns the
     frame-id groups of a job rendered in parts (after one anchor task where the mode has one), or
-    None to render it whole.
+    None to render it whole. `records` holds the last manifest line of each job (kept with or without
+    a manifest file).
     """
 
     def __init__(self, outputs: Callable[[Job], tuple[Path, Path | None]], manifest: Manifest | None = None, *,
@@ -231,11 +251,11 @@ class Collector:
         self.bad_input = False  # a job failed on input found bad only once its models were loaded
         self.done: list[Job] = []
         self.failed: list[tuple[Job, str]] = []
-        self.over: set[str] = set()  # ids of the jobs done or failed
+        self.records: dict[str, dict[str, Any]] = {}  # ids of the jobs done or failed, and their lines
 
     def start(self, job: Job) -> list[Task]:
         """The first tasks of a job."""
-        self.state[job.id] = _Progress()
+        self.state[job.id] = _Progress(warnings=list(job.notes))
         groups = self.split(job)
         if groups is None:
             return [Task(job, "job", rows=self._sheet(job))]
@@ -243,9 +263,9 @@ class Collector:
             return [Task(job, "anchor")]
         return self._parts(job, groups)
 
-    def _parts(self, job: Job, groups: list[list[int]]) -> list[Task]:
-        self.state[job.id].waiting = len(groups)
-        return [Task(job, "part", ids, rows=self._sheet(job) and i == 0) for i, ids in enumerate(groups)]
+    def _parts(self, job: Job, groups: list[list[int]], rows: bool = True) -> list[Task]:
+        self.state[job.id].waiting += len(groups)
+        return [Task(job, "part", ids, rows=rows and self._sheet(job) and i == 0) for i, ids in enumerate(groups)]
 
     def _sheet(self, job: Job) -> bool:
         return self.outputs(job)[1] is not None
@@ -256,10 +276,11 @@ class Collector:
         state.started = state.started if state.started is not None else time.perf_counter()
 
     def is_over(self, job: Job) -> bool:
-        return job.id in self.over
+        return job.id in self.records
 
     def finished(self, task: Task, result: Result) -> list[Task]:
-        """Record a task's result; returns the tasks it makes runnable (a split job's parts after its anchor)."""
+        """Record a task's result; returns the tasks it makes runnable (a split job's parts after its anchor,
+        or parts for frames a split missed)."""
         job = task.job
         state = self.state[job.id]
         if self.is_over(job):
@@ -271,18 +292,23 @@ class Collector:
             return []
         if task.kind == "anchor":
             return self._parts(job, self.split(job) or [])
+        state.warnings += [w for w in result.value.warnings if w not in state.warnings]
         if task.kind == "job":
             self._finish(job, result.value)
             return []
-        state.parts[task.frame_ids[0]] = result.value
+        state.parts.append(result.value)
         state.rows = state.rows or result.value.rows
         state.waiting -= 1
         if state.waiting == 0:
-            self._finish(job, _join(list(state.parts.values()), state.rows))
+            missing = _missing(state.parts)
+            if missing:  # a clip holds more frames than its stored duration told: render those too
+                return self._parts(job, _groups(missing, job.params.get("chunk_size") or len(missing) + 1), False)
+            self._finish(job, _join(state.parts, state.rows))
         return []
 
-    def died(self, task: Task, error: str, slot: int) -> list[Task]:
-        """A worker died running `task`: retry it elsewhere, up to `max_retries` times per job."""
+    def died(self, task: Task, error: str, host: str | None = None) -> list[Task]:
+        """A worker died running `task` (on `host`): retry it, on another machine where there is one, up to
+        `max_retries` times per job."""
         state = self.state[task.job.id]
         if self.is_over(task.job):
             return []
@@ -290,16 +316,21 @@ class Collector:
             self._fail(task.job, f"worker died {state.attempts} times ({error}); giving up")
             return []
         state.attempts += 1
-        return [Task(task.job, task.kind, task.frame_ids, task.rows, avoid=slot)]
+        return [Task(task.job, task.kind, task.frame_ids, task.rows, avoid_host=host)]
+
+    def give_up(self, jobs: Sequence[Job], error: str) -> None:
+        """Record every job of `jobs` not over yet as failed with `error` (the pool cannot go on)."""
+        for job in jobs:
+            if not self.is_over(job):
+                self.state.setdefault(job.id, _Progress())
+                self._fail(job, error)
 
     def _finish(self, job: Job, rendered: Rendered) -> None:
-        from .video import contact_sheet, write_video
+        from .commands.common import write_outputs
 
         path, sheet = self.outputs(job)
         try:
-            _replacing(path, lambda: write_video(rendered.frames, path, fps=rendered.fps))
-            if sheet is not None:
-                contact_sheet([*rendered.rows, rendered.frames], sheet)
+            _replacing(path, lambda: write_outputs(rendered, path, sheet))
         except (UserError, OSError) as exc:
             self._fail(job, f"could not write {path}: {one_line(exc)}")
             return
@@ -317,10 +348,9 @@ class Collector:
         started = state.started if state.started is not None else time.perf_counter()
         record = {"id": job.id, "mode": job.mode, "status": status, "options": job.options, "seed": job.seed,
                   "seconds": round(time.perf_counter() - started, 3), "host": ",".join(sorted(state.hosts)),
-                  "workers": sorted(state.workers),
-                  "attempts": state.attempts, "error": error, "line": job.line, "output": None, "sheet": None,
-                  "resolved": None, **extra}
-        self.over.add(job.id)
+                  "workers": sorted(state.workers), "attempts": state.attempts, "error": error, "line": job.line,
+                  "output": None, "sheet": None, "resolved": None, "warnings": state.warnings, **extra}
+        self.records[job.id] = record
         if self.manifest is not None:
             self.manifest.add(record)
         if self.bar is not None:
@@ -343,15 +373,27 @@ def _replacing(path: Path, write: Callable[[], Any]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _missing(parts: Sequence[Rendered]) -> list[int]:
+    """Frames of the video no part rendered."""
+    done = {k for part in parts for k in part.frame_ids}
+    return [k for k in range(max(part.total for part in parts)) if k not in done]
+
+
+def _groups(ids: list[int], chunk_size: int) -> list[list[int]]:
+    """`ids` in parts of `chunk_size - 1` (each part also denoises frame 1)."""
+    step = max(1, chunk_size - 1)
+    return [ids[i:i + step] for i in range(0, len(ids), step)]
+
+
 def _join(parts: Sequence[Rendered], rows: list[Any]) -> Rendered:
     """One video from parts rendered apart, frames in id order."""
     import numpy as np
 
     by_id = {k: frame for part in parts for k, frame in zip(part.frame_ids, part.frames, strict=True)}
     ids = sorted(by_id)
-    first = parts[0]
+    first = next(p for p in parts if p.frame_ids)
     return Rendered(np.stack([by_id[k] for k in ids]), ids, first.fps, rows,
-                    next((p.resolved for p in parts if p.resolved), {}))
+                    next((p.resolved for p in parts if p.resolved), {}), first.total)
 
 
 # --- progress -------------------------------------------------------------------------------------------------
@@ -434,39 +476,48 @@ def run_local(jobs: Sequence[Job], collector: Collector, worker: Worker | None =
 
 def run_batch(jobs_file: str | Path, out: str | Path, *, sheet: bool = False, fmt: str = "mp4",
               ray: str | None = None, workers: int | None = None, gpus_per_worker: float | None = None,
-              cpus_per_worker: float = 1.0, max_retries: int = 2, progress: bool = True,
-              events: Callable[..., None] | None = None) -> Outcome:
-    """Validate every job, skip those done before with the same options, run the rest; see `Outcome`."""
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers must be at least 1, got {workers}")
-    if max_retries < 0:
-        raise UserError(f"--max-retries must be 0 or more, got {max_retries}")
+              cpus_per_worker: float = 1.0, max_retries: int = 2, force: bool = False, progress: bool = True,
+              events: Callable[..., None] | None = None, say: Callable[[str], Any] | None = None) -> Outcome:
+    """Check and plan every job, skip those done before with the same options, run the rest (here, or on Ray
+    with `ray` = auto or an address); see `Outcome`. `say` gets the plans' notes (e.g. a chunk size chosen to
+    fit), one line per note, before anything runs."""
+    from .distributed import check_pool
+
+    check_pool({"ray": ray, "workers": workers, "gpus_per_worker": gpus_per_worker,
+                "cpus_per_worker": cpus_per_worker, "max_retries": max_retries})
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    jobs = read_jobs(jobs_file)
+    jobs = read_jobs(jobs_file, force=force, ray=ray)
     folder = check_out_dir(out)
     manifest = Manifest(folder)
     suffix = FORMATS[fmt]
     skipped = [job for job in jobs if manifest.is_done(job, folder, suffix, sheet)]
-    todo = [job for job in jobs if job not in skipped]
-    cluster = None
-    if ray is not None:
-        from .distributed import Cluster
-
-        cluster = Cluster.connect(ray, workers=workers, gpus_per_worker=gpus_per_worker,
-                                  cpus_per_worker=cpus_per_worker)
-    elif workers is not None or gpus_per_worker is not None:
-        raise UserError("--workers and --gpus-per-worker spread jobs over Ray workers: add --ray auto (or an address)")
-    folder.mkdir(parents=True, exist_ok=True)
-    bar = Bar(len(todo), enabled=progress)
+    done_before = {job.id for job in skipped}
+    todo = [job for job in jobs if job.id not in done_before]
+    for job in todo:
+        for note in job.notes:
+            (say or (lambda line: None))(f"line {job.line} ({job.id}): {note}")
+    if not todo:
+        return Outcome([], skipped, [])
 
     def outputs(job: Job) -> tuple[Path, Path | None]:
         return output_path(folder, job, suffix), sheet_file(folder, job) if sheet else None
 
-    collector = Collector(outputs, manifest, max_retries=max_retries,
-                          split=cluster.splitter() if cluster else (lambda job: None), bar=bar)
-    try:
-        stopped = cluster.run(todo, collector, events=events) if cluster else run_local(todo, collector)
-    finally:
-        bar.close()
-    return Outcome(collector.done, skipped, collector.failed, interrupted=stopped)
+    def run(split: Callable[[Job], list[list[int]] | None], runner: Callable[[Collector], int | None]) -> Outcome:
+        folder.mkdir(parents=True, exist_ok=True)
+        bar = Bar(len(todo), enabled=progress)
+        collector = Collector(outputs, manifest, max_retries=max_retries, split=split, bar=bar)
+        try:
+            stopped = runner(collector)
+        finally:
+            bar.close()
+        return Outcome(collector.done, skipped, collector.failed, interrupted=stopped)
+
+    if ray is None:
+        return run(lambda job: None, lambda collector: run_local(todo, collector))
+    from .distributed import Cluster
+
+    with Cluster.connect(ray, workers=workers, gpus_per_worker=gpus_per_worker,
+                         cpus_per_worker=cpus_per_worker) as cluster:
+        cluster.size_for(todo)
+        return run(cluster.splitter(), lambda collector: cluster.run(todo, collector, events=events))

@@ -8,7 +8,7 @@ import numpy as np
 
 from .checks import MAX_SIDE, check_finite
 from .errors import UserError
-from .video import open_video
+from .video import VideoSource, open_video
 
 ANNOTATORS = ("canny", "depth", "pose")
 
@@ -23,19 +23,9 @@ def load_clip(path: str | Path, *, start: float | None = None, end: float | None
     memory does not grow with the clip's length; `max_seconds` bounds the time the kept frames span and
     is checked from the container's metadata before anything is decoded.
     """
-    if every < 1:
-        raise UserError(f"--every must be at least 1, got {every}")
-    if max_frames is not None and max_frames < 1:
-        raise UserError(f"--max-frames must be at least 1, got {max_frames}")
-    check_finite({"--start": start, "--end": end, "--fps": fps})
     source = open_video(path)
     try:
-        src_fps = source.fps or fps
-        first, last = _frame_range(path, source.count, src_fps, start, end)
-        wanted = max_frames or source.count or None  # frames to keep, as far as known before decoding
-        if last is not None or source.count:
-            span = -(-((source.count if last is None else last) - first) // every)
-            wanted = span if max_frames is None else min(span, max_frames)
+        first, last, wanted, src_fps = _selection(path, source, start, end, every, max_frames, fps)
         if max_seconds is not None and src_fps and wanted and wanted / src_fps > max_seconds + 1e-6:
             raise UserError(f"the clip is longer than the limit of {max_seconds:g} s; lower the frame count "
                             "(max frames) or the time range")
@@ -48,11 +38,51 @@ def load_clip(path: str | Path, *, start: float | None = None, end: float | None
     finally:
         source.close()
     if not frames:
-        if start is not None or end is not None:
-            raise UserError(f"no frame of {path} lies between {start or 0:g}s and {end:g}s; widen --start/--end"
-                            if end is not None else f"no frame of {path} lies after {start:g}s")
-        raise UserError(f"{path} holds no video frames")
+        _no_frames(path, start, end)
     return np.stack(frames), (src_fps / every if src_fps else None)
+
+
+def clip_shape(path: str | Path, *, start: float | None = None, end: float | None = None, every: int = 1,
+               max_frames: int | None = None, fps: float | None = None) -> tuple[int, tuple[int, int], float | None]:
+    """What `load_clip` would return, told from the container's metadata with no frame decoded: the frame
+    count, the (width, height) and the output rate. The count of an encoded video comes from its stored
+    duration (exact for folders and GIFs); where the duration is unknown, the clip is read to count."""
+    source = open_video(path)
+    try:
+        _, _, wanted, src_fps = _selection(path, source, start, end, every, max_frames, fps)
+        size = source.size
+    finally:
+        source.close()
+    if not source.count or size is None:  # nothing stored to tell it by
+        frames, rate = load_clip(path, start=start, end=end, every=every, max_frames=max_frames, fps=fps)
+        return len(frames), (frames.shape[2], frames.shape[1]), rate
+    if not wanted:
+        _no_frames(path, start, end)
+    return wanted, size, (src_fps / every if src_fps else None)
+
+
+def _selection(path: str | Path, source: VideoSource, start: float | None, end: float | None, every: int,
+               max_frames: int | None, fps: float | None) -> tuple[int, int | None, int | None, float | None]:
+    """The clip's [first, last) source frames, how many it keeps (as far as the metadata tells), and the rate."""
+    if every < 1:
+        raise UserError(f"--every must be at least 1, got {every}")
+    if max_frames is not None and max_frames < 1:
+        raise UserError(f"--max-frames must be at least 1, got {max_frames}")
+    check_finite({"--start": start, "--end": end, "--fps": fps})
+    src_fps = source.fps or fps
+    first, last = _frame_range(path, source.count, src_fps, start, end)
+    wanted = max_frames or source.count or None  # frames to keep, as far as known before decoding
+    if last is not None or source.count:
+        span = max(0, -(-((source.count if last is None else min(last, source.count or last)) - first) // every))
+        wanted = span if max_frames is None else min(span, max_frames)
+    return first, last, wanted, src_fps
+
+
+def _no_frames(path: str | Path, start: float | None, end: float | None) -> None:
+    if start is not None or end is not None:
+        raise UserError(f"no frame of {path} lies between {start or 0:g}s and {end:g}s; widen --start/--end"
+                        if end is not None else f"no frame of {path} lies after {start:g}s")
+    raise UserError(f"{path} holds no video frames")
 
 
 def _frame_range(path: str | Path, count: int, fps: float | None, start: float | None,
@@ -73,15 +103,22 @@ def fit_resolution(frames: np.ndarray, resolution: int) -> np.ndarray:
     """Resize so the longer side is `resolution`, both sides multiples of 8, aspect kept."""
     import cv2
 
-    if not 8 <= resolution <= MAX_SIDE:
-        raise UserError(f"--resolution must be from 8 to {MAX_SIDE}, got {resolution}")
     h, w = frames.shape[1:3]
+    new_w, new_h = fitted_size((w, h), resolution)
     scale = resolution / max(h, w)
-    new_h, new_w = (max(8, round(s * scale / 8) * 8) for s in (h, w))
     if (new_h, new_w) == (h, w):
         return frames
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     return np.stack([cv2.resize(f, (new_w, new_h), interpolation=interp) for f in frames])
+
+
+def fitted_size(size: tuple[int, int], resolution: int) -> tuple[int, int]:
+    """(width, height) resized so the longer side is `resolution`, both multiples of 8, aspect kept."""
+    if not 8 <= resolution <= MAX_SIDE:
+        raise UserError(f"--resolution must be from 8 to {MAX_SIDE}, got {resolution}")
+    scale = resolution / max(size)
+    w, h = (max(8, round(s * scale / 8) * 8) for s in size)
+    return w, h
 
 
 def canny(frames: np.ndarray, low: int = 100, high: int = 200) -> np.ndarray:

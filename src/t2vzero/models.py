@@ -37,15 +37,27 @@ def parse_lora(spec: str) -> tuple[str, float]:
     return path, value
 
 
+def check_device_name(device: str | None) -> None:
+    """A device t2vzero runs on (auto, cpu, cuda, cuda:N, mps), whether or not this machine has it."""
+    import torch
+
+    if not device or device == "auto":
+        return
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise UserError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if kind not in ("cpu", "cuda", "mps"):
+        raise UserError(f"device {device!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+
+
 def resolve_device(device: str | None = None) -> str:
     """`auto`/None picks cuda, then mps, then cpu."""
     import torch
 
     if device and device != "auto":
-        try:
-            parsed = torch.device(device)
-        except (RuntimeError, ValueError):
-            raise UserError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        check_device_name(device)
+        parsed = torch.device(device)
         kind = parsed.type
         if kind == "cuda" and not torch.cuda.is_available():
             raise UserError(f"device {device} asked for, but CUDA is not available here; use --device cpu or auto")
@@ -53,8 +65,6 @@ def resolve_device(device: str | None = None) -> str:
             raise UserError(f"device {device} does not exist: {torch.cuda.device_count()} CUDA device(s) here")
         if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise UserError(f"device {device} asked for, but MPS is not available here; use --device cpu or auto")
-        if kind not in ("cpu", "cuda", "mps"):
-            raise UserError(f"device {device!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
         return device
     if torch.cuda.is_available():
         return "cuda"

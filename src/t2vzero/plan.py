@@ -110,13 +110,21 @@ def fit(plan: Plan, *, available: int | None, force: bool = False, threads: int 
 
 
 def _fitting_chunk(plan: Plan, available: int) -> int | None:
-    """The largest chunk size (from 2) at which the run fits, or None."""
+    """The largest chunk size (from 2) at which the run fits, or None. The peak grows with the chunk, so a
+    bisection finds it in a few estimates even for a million frames."""
     if plan.reestimate is None or plan.frames < 3:
         return None
-    for chunk in range(min(plan.chunk_size or plan.frames, plan.frames) - 1, 1, -1):
-        if plan.reestimate(chunk, (plan.width, plan.height)).peak * MARGIN <= available:
-            return chunk
-    return None
+
+    def fits(chunk: int) -> bool:
+        return plan.reestimate(chunk, (plan.width, plan.height)).peak * MARGIN <= available
+
+    lo, hi = 2, min(plan.chunk_size or plan.frames, plan.frames) - 1  # the answer lies in [lo, hi] if anywhere
+    if hi < lo or not fits(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
 
 
 def _what_fits(plan: Plan, available: int, chunk: int | None, chunk_option: str, size_option: str) -> str:
@@ -160,21 +168,19 @@ def plan_run(model: str | None, config: str | None, *, mode: str, frames: int, s
     """The plan of a `mode` run of `frames` frames at `size` = (width, height) (None: the model's native size);
     None steps/guidance take the model's defaults, then the mode's (`t2vzero.defaults`)."""
     from .defaults import pick
-    from .estimate import checkpoint_elements, controlnet_plan, estimate_run, read_configs
-    from .models import DEFAULT_MODEL_DIR, native_size, read_model_defaults, resolve_device
+    from .estimate import checkpoint_elements, controlnet_plan, estimate_run
+    from .models import DEFAULT_MODEL_DIR, native_size, resolve_device
     from .schedulers import default_steps
 
     dev = resolve_device(device)
     name = dtype if dtype != "auto" else ("float32" if dev == "cpu" else "float16")
-    folder = Path(config or model or DEFAULT_MODEL_DIR)
-    configs = read_configs(folder)
-    if configs is None:
+    known = _model_configs(model, config)
+    if known is None:
         width, height = size or (0, 0)
         return Plan(width, height, frames, chunk_size, name, dev, None,
-                    f"no diffusers configs in {folder} (a hub id or a single file needs --config with a local "
-                    "diffusers folder)")
-    unet_config, vae_config = configs
-    defaults = read_model_defaults(model or DEFAULT_MODEL_DIR) if (model is None or Path(model).is_dir()) else {}
+                    f"no diffusers configs in {Path(config or model or DEFAULT_MODEL_DIR)} (a hub id or a single "
+                    "file needs --config with a local diffusers folder)")
+    unet_config, vae_config, defaults = known
     native_h, native_w = native_size({"sample_size": 64, **unet_config}, vae_config, defaults)
     width, height = size or (native_w, native_h)
     steps = steps or default_steps(scheduler) or pick(mode, "num_inference_steps", None, defaults)
@@ -192,3 +198,28 @@ def plan_run(model: str | None, config: str | None, *, mode: str, frames: int, s
 
     return Plan(width, height, frames, chunk_size, name, dev, reestimate(chunk_size, (width, height)),
                 native=(native_w, native_h), reestimate=reestimate)
+
+
+def _model_configs(model: str | None, config: str | None) -> tuple[dict, dict, dict] | None:
+    """The UNet and VAE configs and the model's t2vzero.json defaults, read without weights; None if unreadable."""
+    from .estimate import read_configs
+    from .models import DEFAULT_MODEL_DIR, read_model_defaults
+
+    configs = read_configs(Path(config or model or DEFAULT_MODEL_DIR))
+    if configs is None:
+        return None
+    defaults = read_model_defaults(model or DEFAULT_MODEL_DIR) if (model is None or Path(model).is_dir()) else {}
+    return (*configs, defaults)
+
+
+def native_size_before_loading(model: str | None, config: str | None = None) -> tuple[int, int] | None:
+    """(width, height) the model draws by default, from its configs alone; None where they cannot be read
+    (a hub id, a single file without --config)."""
+    from .models import native_size
+
+    known = _model_configs(model, config)
+    if known is None:
+        return None
+    unet_config, vae_config, defaults = known
+    height, width = native_size({"sample_size": 64, **unet_config}, vae_config, defaults)
+    return width, height

@@ -173,11 +173,13 @@ class VideoSource:
     """A video opened for reading, frames decoded one at a time as `frames` is iterated (close it to stop).
 
     `fps` is the stored rate (None for a folder of frames); `count` the frame count, from the container's
-    duration for encoded videos (an estimate; exact for folders and GIFs)."""
+    duration for encoded videos (an estimate; exact for folders and GIFs); `size` (width, height) from the
+    header (a folder's: its first frame's)."""
 
     frames: Iterator[np.ndarray]
     fps: float | None
     count: int
+    size: tuple[int, int] | None = None
 
     def close(self) -> None:
         close = getattr(self.frames, "close", None)
@@ -194,7 +196,7 @@ def open_video(path: str | Path) -> VideoSource:
         files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise UserError(f"folder {src} holds no image frames (.png/.jpg)")
-        return VideoSource(_folder_frames(src, files), None, len(files))
+        return VideoSource(_folder_frames(src, files), None, len(files), _image_size(files[0], src))
     if src.suffix.lower() == ".gif":
         return _open_gif(src)
     import imageio_ffmpeg
@@ -209,7 +211,18 @@ def open_video(path: str | Path) -> VideoSource:
         raise UserError(f"{src} is not a readable video ({reason})") from exc
     fps = meta.get("fps") or None
     count = round(float(meta.get("duration") or 0) * fps) if fps else 0
-    return VideoSource(_ffmpeg_frames(src, reader, w, h), fps, count)
+    return VideoSource(_ffmpeg_frames(src, reader, w, h), fps, count, (w, h))
+
+
+def _image_size(path: Path, folder: Path) -> tuple[int, int]:
+    """(width, height) from an image file's header, without decoding it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except OSError as exc:  # PIL's UnidentifiedImageError included
+        raise UserError(f"a frame in {folder} is not a readable image: {exc}") from None
 
 
 def _ffmpeg_frames(src: Path, reader: Iterator[bytes], w: int, h: int) -> Iterator[np.ndarray]:
@@ -249,6 +262,7 @@ def _open_gif(src: Path) -> VideoSource:
         duration = image.info.get("duration")
     except OSError as exc:
         raise UserError(f"{src} is not a readable GIF: {exc}") from exc
+    size = image.size
 
     def frames() -> Iterator[np.ndarray]:
         try:
@@ -259,7 +273,7 @@ def _open_gif(src: Path) -> VideoSource:
         finally:
             image.close()
 
-    return VideoSource(frames(), 1000.0 / duration if duration else None, count)
+    return VideoSource(frames(), 1000.0 / duration if duration else None, count, size)
 
 
 def read_video(path: str | Path) -> tuple[np.ndarray, float | None]:

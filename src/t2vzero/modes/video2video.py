@@ -317,14 +317,15 @@ def restyle_video(components: dict[str, Any], prompt: str, frames: np.ndarray, *
                   eta: float | None = None, generator: Any = None, chunk_size: int | None = None,
                   compat: str = "t2vzero", scheduler: str | None = None, timestep_spacing: str | None = None,
                   token_merging: float | None = None, cache_interval: int | None = None,
-                  progress: bool = True) -> VideoOutput:
+                  progress: bool = True, frame_ids: Sequence[int] | None = None) -> VideoOutput:
     """Restyle (F, H, W, 3) uint8 frames by `prompt` with any text-to-image checkpoint (SDEdit + paper §3.3.2).
 
     Each frame is encoded and noised to `strength` S from one noise shared by all frames (SDEdit, Meng
     et al. 2022), then the frames are denoised together over the last ⌊S·N⌋ of N steps, every
     self-attention attending to frame 1. S = 1 starts from that noise alone (the frames are not used:
     with ControlNets, exactly `control_video`). Optional `controlnets` take one (F, H, W, 3) condition
-    video each, e.g. the source's edges. None arguments take `t2vzero.defaults.RESTYLE`.
+    video each, e.g. the source's edges. None arguments take `t2vzero.defaults.RESTYLE`. `frame_ids` renders a
+    subset of the frames (see `_run`).
     """
     num_inference_steps = pick("restyle", "num_inference_steps", num_inference_steps)
     guidance_scale = pick("restyle", "guidance_scale", guidance_scale)
@@ -357,7 +358,8 @@ def restyle_video(components: dict[str, Any], prompt: str, frames: np.ndarray, *
     guidance = Guidance(unet, cond, cfg_combine(guidance_scale), hooks=hooks,
                         token_merging=check_token_merging(token_merging), cache_interval=check_interval(cache_interval))
     return _run(components, guidance, x_T, num_inference_steps, chunk_size, generator, eta, compat,
-                [unet, *controlnets], scheduler, timestep_spacing, progress, source=source, strength=strength)
+                [unet, *controlnets], scheduler, timestep_spacing, progress, frame_ids, source=source,
+                strength=strength)
 
 
 def _check_controlnets(unet: Any, controlnets: Sequence[Any], vae_scale: int) -> None:
