@@ -88,9 +88,14 @@ def _follows_motion(verdicts, motion, width: int, height: int) -> bool:
     """Every centroid within 8 px of frame 1's moved by the motion field (content moves by −δ·k·size/512)."""
     if not all(v.found for v in verdicts):
         return False
+    from t2vzero.motion import Pan, as_motion
+
+    pan = as_motion(motion)
+    if not isinstance(pan, Pan):
+        raise ValueError(f"the path check measures a pan; got {pan.spec}")
     x0, y0 = verdicts[0].centroid
     for k, v in enumerate(verdicts):
-        want = (x0 - motion[0] * k * width / 512, y0 - motion[1] * k * height / 512)
+        want = (x0 - pan.dx * k * width / 512, y0 - pan.dy * k * height / 512)
         if np.hypot(v.centroid[0] - want[0], v.centroid[1] - want[1]) > TOLERANCE_PX:
             return False
     return True
