@@ -109,3 +109,27 @@ def test_the_camera_world_trains_and_is_named_in_the_model_card(tmp_path):
     assert "world `camera`" in card and "20-80 % of the frame side" in card and "turned" in card
     refused = train(tmp_path / "other", "--world", "moon")
     assert refused.returncode == 2 and "invalid choice" in refused.stderr
+
+
+def test_a_fine_tune_keeps_the_vae_and_moves_the_unet(tmp_path):
+    """`--init DIR`: the VAE (and its latent scale), tokenizer and tuned defaults are DIR's; the UNet trained on."""
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    assert train(base).returncode == 0
+    (base / "t2vzero.json").write_text(json.dumps({**json.loads((base / "t2vzero.json").read_text()), "t1": 333}))
+    done = train(tuned, "--init", str(base), "--world", "camera", "--unet-lr", "1e-2")
+    assert done.returncode == 0, done.stderr
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    a, b = load_file(base / vae), load_file(tuned / vae)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    a, b = load_file(base / unet), load_file(tuned / unet)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    scale = [json.loads((d / "vae" / "config.json").read_text())["scaling_factor"] for d in (base, tuned)]
+    assert scale[0] == scale[1] and json.loads((tuned / "t2vzero.json").read_text())["t1"] == 333
+    phases = [json.loads(line)["phase"] for line in (tuned / "train_log.jsonl").read_text().splitlines()]
+    assert "vae" not in phases and "unet" in phases
+    card = (tuned / "README.md").read_text()
+    assert card.startswith((base / "README.md").read_text().rstrip()) and "Fine-tune on the world `camera`" in card
+    refused = train(tmp_path / "other", "--init", str(tmp_path / "missing"))
+    assert refused.returncode == 2 and "not a trained model folder" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr

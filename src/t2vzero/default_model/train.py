@@ -12,6 +12,9 @@ Four phases, all seeded and with a fixed data order:
 3. a cross-attention ``UNet2DConditionModel`` (epsilon prediction, SD's noise schedule) trained jointly
    with a small ``CLIPTextModel``; 10 % of captions are dropped to "" so classifier-free guidance works.
 
+``--init DIR`` fine-tunes a trained model instead: DIR's VAE, latent scale, tokenizer and generation
+defaults are kept and only phase 3 runs (on ``--world``), from DIR's UNet and text encoder.
+
 Each phase stops after its step count, or earlier if its wall-clock cap (``--*-minutes``) is hit; only
 a run that hits a cap depends on machine speed. Everything is written to a temporary directory beside
 ``--out`` and renamed into place at the end, so an interrupted run leaves no half-written model.
@@ -229,7 +232,7 @@ def encode_pool(vae: Any, rng: np.random.Generator, n: int, chunk: int = 256,
 
 def train_unet(unet: Any, text_encoder: Any, tokenizer: Any, pool: tuple[torch.Tensor, torch.Tensor, list[str]],
                scaling: float, rng: np.random.Generator, steps: int, minutes: float, batch: int,
-               log: LossLog) -> dict:
+               log: LossLog, lr: float = 1e-3) -> dict:
     """Phase 3. Epsilon-prediction DDPM training of UNet + text encoder on the encoded pool."""
     means, stds, captions = pool
     unique = sorted(set(captions)) + [""]
@@ -241,11 +244,11 @@ def train_unet(unet: Any, text_encoder: Any, tokenizer: Any, pool: tuple[torch.T
     noise_sched = make_scheduler()
     alphas = noise_sched.alphas_cumprod
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     unet.train()
     text_encoder.train()
     order = np.empty(0, np.int64)
-    phase = _Phase("unet", opt, 1e-3, steps, minutes, 200, log, "loss", 4)
+    phase = _Phase("unet", opt, lr, steps, minutes, 200, log, "loss", 4)
     for _ in phase:
         if len(order) < batch:  # a new seeded epoch order
             order = np.concatenate([order, rng.permutation(len(captions))])
@@ -323,6 +326,38 @@ generation defaults (size, DDIM steps, guidance, video motion) are in `t2vzero.j
 """
 
 
+def fine_tune_card(args: argparse.Namespace, stats: dict) -> str:
+    """The starting model's card with a section on this fine-tune appended."""
+    previous = (args.init / "README.md").read_text(encoding="utf-8") if (args.init / "README.md").is_file() else ""
+    cmd = "python -m t2vzero.default_model.train " + " ".join(sys.argv[1:])
+    st = stats["unet"]
+    return f"""{previous.rstrip()}
+
+## Fine-tune on the world `{args.world}` (this folder's weights)
+
+    {cmd}
+
+Started from the model above (`--init`): its VAE, latent scaling and tokenizer are unchanged; the UNet and
+text encoder went on training on world `{args.world}` ({_world(args.world)}), a fresh pool of {args.pool}
+encoded images (seed {args.seed}): epsilon MSE, AdamW peak lr {args.unet_lr:g} (200-step warm-up, cosine
+to 5 %), batch {args.unet_batch}; {st['steps']} steps in {st['minutes']:.1f} min, final loss (mean of last
+100 steps) {st['final_loss']:.4f}, on {torch.get_num_threads()} CPU threads.
+Software: torch {torch.__version__}, diffusers {_version('diffusers')}, transformers {_version('transformers')}.
+"""
+
+
+def _load_trained(folder: Path) -> tuple[Any, Any, Any, Any]:
+    """VAE, text encoder, tokenizer and UNet of a trained model folder, in float32 for training."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    f32 = torch.float32
+    return (AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=f32),
+            CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=f32),
+            CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+            UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=f32))
+
+
 def _world(name: str) -> str:
     """The model card's words for a data world."""
     w = data.WORLDS[name]
@@ -385,6 +420,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pool", type=COUNT, default=32768, help="number of encoded images the UNet trains on")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage dtype")
     p.add_argument("--threads", type=COUNT, default=2)
+    p.add_argument("--init", type=Path, default=None,
+                   help="fine-tune a trained model folder instead of starting from scratch: its VAE, latent "
+                        "scaling and tokenizer are kept (the VAE phases are skipped) and its UNet and text "
+                        "encoder go on training on --world")
+    p.add_argument("--unet-lr", type=POSITIVE, default=1e-3, help="peak learning rate of the UNet phase")
     return p.parse_args(argv)
 
 
@@ -415,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out: Path = args.out.resolve()
     problem = _output_problem(out, args.overwrite)
+    if problem is None and args.init is not None and not (args.init / "unet" / "config.json").is_file():
+        problem = f"--init {args.init} is not a trained model folder (no unet/config.json); give one train wrote"
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -455,30 +497,36 @@ def _train(args: argparse.Namespace, stage: Path, out: Path, log: LossLog, t_sta
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
-    vae = build_vae()
     stats: dict[str, Any] = {}
     world = data.WORLDS[args.world]
-    stats["vae"] = train_vae(vae, np.random.default_rng([args.seed, 1]), args.ae_steps, args.ae_minutes,
-                             args.ae_batch, log, world)
-    if args.dec_steps > 0:
-        stats["decoder"] = finetune_decoder(vae, np.random.default_rng([args.seed, 4]), args.dec_steps,
-                                            args.dec_minutes, args.ae_batch, args.dec_lr, log, world)
-    vae.save_pretrained(stage / "checkpoints" / "vae")  # lets a UNet-phase experiment skip phase 1
+    if args.init is not None:
+        vae, text_encoder, tokenizer, unet = _load_trained(args.init)
+        scaling = float(vae.config.scaling_factor)  # the UNet learnt this latent scale: keep it
+        pool = encode_pool(vae, np.random.default_rng([args.seed, 2]), args.pool, world=world)
+        log.write(phase="encode", n=args.pool, scaling_factor=scaling, init=str(args.init))
+    else:
+        vae = build_vae()
+        stats["vae"] = train_vae(vae, np.random.default_rng([args.seed, 1]), args.ae_steps, args.ae_minutes,
+                                 args.ae_batch, log, world)
+        if args.dec_steps > 0:
+            stats["decoder"] = finetune_decoder(vae, np.random.default_rng([args.seed, 4]), args.dec_steps,
+                                                args.dec_minutes, args.ae_batch, args.dec_lr, log, world)
+        vae.save_pretrained(stage / "checkpoints" / "vae")  # lets a UNet-phase experiment skip phase 1
 
-    pool = encode_pool(vae, np.random.default_rng([args.seed, 2]), args.pool, world=world)
-    means, stds, _ = pool
-    z = means + stds * torch.randn(means.shape, generator=torch.Generator().manual_seed(args.seed))
-    scaling = float(1.0 / z.std())
-    vae.register_to_config(scaling_factor=scaling)
-    log.write(phase="encode", n=args.pool, scaling_factor=scaling, latent_mean=float(z.mean()))
+        pool = encode_pool(vae, np.random.default_rng([args.seed, 2]), args.pool, world=world)
+        means, stds, _ = pool
+        z = means + stds * torch.randn(means.shape, generator=torch.Generator().manual_seed(args.seed))
+        scaling = float(1.0 / z.std())
+        vae.register_to_config(scaling_factor=scaling)
+        log.write(phase="encode", n=args.pool, scaling_factor=scaling, latent_mean=float(z.mean()))
 
-    tok_dir = write_clip_tokenizer_files(stage / "checkpoints" / "tokenizer", data.caption_words(),
-                                         MODEL_MAX_LENGTH)
-    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    text_encoder = build_text_encoder(tokenizer)
-    unet = build_unet()
+        tok_dir = write_clip_tokenizer_files(stage / "checkpoints" / "tokenizer", data.caption_words(),
+                                             MODEL_MAX_LENGTH)
+        tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+        text_encoder = build_text_encoder(tokenizer)
+        unet = build_unet()
     stats["unet"] = train_unet(unet, text_encoder, tokenizer, pool, scaling, np.random.default_rng([args.seed, 3]),
-                               args.unet_steps, args.unet_minutes, args.unet_batch, log)
+                               args.unet_steps, args.unet_minutes, args.unet_batch, log, args.unet_lr)
     stats["total_minutes"] = (time.monotonic() - t_start) / 60
     log.write(phase="done", **{k: v for k, v in stats.items() if k != "total_minutes"},
               total_minutes=stats["total_minutes"])
@@ -494,8 +542,11 @@ def _train(args: argparse.Namespace, stage: Path, out: Path, log: LossLog, t_sta
     )
     pipe.save_pretrained(stage, safe_serialization=True)
     defaults = {**GENERATION_DEFAULTS, "vocabulary": sorted(data.caption_words())}
+    if args.init is not None and (args.init / "t2vzero.json").is_file():  # keep the defaults tuned for it
+        defaults = json.loads((args.init / "t2vzero.json").read_text(encoding="utf-8"))
     (stage / "t2vzero.json").write_text(json.dumps(defaults, indent=2) + "\n", encoding="utf-8")
-    (stage / "README.md").write_text(model_card(args, stats, scaling, counts), encoding="utf-8")
+    card = (fine_tune_card(args, stats) if args.init is not None else model_card(args, stats, scaling, counts))
+    (stage / "README.md").write_text(card, encoding="utf-8")
     shutil.rmtree(stage / "checkpoints")
     late = _output_problem(out, args.overwrite)  # someone may have written there meanwhile
     if late:
