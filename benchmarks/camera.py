@@ -69,7 +69,12 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0, help="seed of the first candidate (candidate i: seed + i)")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's)")
+    parser.add_argument("--model", default=None, help="a model folder (default: the built-in model)")
+    parser.add_argument("--paths", default="zoom,pan,rotate", help="which paths to measure, comma-separated")
     args = parser.parse_args()
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    if not paths or set(paths) - {"zoom", "pan", "rotate"}:
+        parser.error(f"--paths takes zoom, pan and rotate, comma-separated; got {args.paths!r}")
     if args.videos < 1:
         parser.error(f"--videos must be at least 1, got {args.videos}")
 
@@ -79,15 +84,21 @@ def main() -> None:
     from t2vzero.default_model import evaluate_camera as ec
 
     torch.set_num_threads(1)
-    pipe = TextToVideoZero.from_pretrained(None)
+    pipe = TextToVideoZero.from_pretrained(args.model)
     extra = {"num_inference_steps": args.steps} if args.steps else {}
     start = time.perf_counter()
     results = {name: getattr(ec, f"measure_{name}")(pipe, args.videos, args.seed, **extra)
-               for name in ("zoom", "pan", "rotate")}
-    print(f"{args.videos} seeded {ec.FRAMES}-frame videos per path from seed {args.seed}, the built-in model's "
+               for name in paths}
+    print(f"{args.videos} seeded {ec.FRAMES}-frame videos per path from seed {args.seed}, "
+          f"{args.model or 'the built-in model'}'s "
           f"defaults ({pipe.defaults.get('num_inference_steps')} steps unless --steps, t0/t1 "
           f"{pipe.defaults.get('t0')}/{pipe.defaults.get('t1')}), {time.perf_counter() - start:.0f} s")
-    print("\n".join(table(results["zoom"], results["pan"], results["rotate"])))
+    if len(results) == 3:
+        print("\n".join(table(results["zoom"], results["pan"], results["rotate"])))
+    else:
+        for name, r in results.items():
+            print(name, {k: v for k, v in r.items() if not isinstance(v, list)},
+                  {k: float(np.median(v)) for k, v in r.items() if isinstance(v, list) and v})
     generated = [ec.background_ripple(v[0]) for v in ec.collect(pipe, (0.0, 0.0), min(16, args.videos),
                                                                seed=args.seed, frames=1, in_view=False,
                                                                **extra).videos]
