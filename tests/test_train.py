@@ -111,25 +111,41 @@ def test_the_camera_world_trains_and_is_named_in_the_model_card(tmp_path):
     assert refused.returncode == 2 and "invalid choice" in refused.stderr
 
 
-def test_a_fine_tune_keeps_the_vae_and_moves_the_unet(tmp_path):
-    """`--init DIR`: the VAE (and its latent scale), tokenizer and tuned defaults are DIR's; the UNet trained on."""
-    base, tuned = tmp_path / "base", tmp_path / "tuned"
+def test_a_fine_tune_keeps_the_latent_space_and_moves_the_unet_and_decoder(tmp_path):
+    """`--init DIR`: the VAE encoder (so the latent space), latent scale, tokenizer and tuned defaults are DIR's;
+    the decoder and UNet train on; `--unet-steps 0` trains the decoder alone."""
+    base, tuned, decoder_only = tmp_path / "base", tmp_path / "tuned", tmp_path / "decoder"
     assert train(base).returncode == 0
     (base / "t2vzero.json").write_text(json.dumps({**json.loads((base / "t2vzero.json").read_text()), "t1": 333}))
-    done = train(tuned, "--init", str(base), "--world", "camera", "--unet-lr", "1e-2")
+    done = train(tuned, "--init", str(base), "--world", "camera", "--unet-lr", "1e-2", "--dec-lr", "1e-2")
     assert done.returncode == 0, done.stderr
-    vae = "vae/diffusion_pytorch_model.safetensors"
-    a, b = load_file(base / vae), load_file(tuned / vae)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    unet = "unet/diffusion_pytorch_model.safetensors"
-    a, b = load_file(base / unet), load_file(tuned / unet)
-    assert any(not torch.equal(a[k], b[k]) for k in a)
-    scale = [json.loads((d / "vae" / "config.json").read_text())["scaling_factor"] for d in (base, tuned)]
-    assert scale[0] == scale[1] and json.loads((tuned / "t2vzero.json").read_text())["t1"] == 333
+    done = train(decoder_only, "--init", str(base), "--unet-steps", "0", "--dec-lr", "1e-2")
+    assert done.returncode == 0, done.stderr
+
+    def weights(folder, part):
+        name = "model.safetensors" if part == "text_encoder" else "diffusion_pytorch_model.safetensors"
+        return load_file(folder / part / name)
+
+    def same(a, b, prefix=""):
+        return all(torch.equal(a[k], b[k]) for k in a if k.startswith(prefix))
+
+    vae = weights(base, "vae")
+    for folder in (tuned, decoder_only):
+        other = weights(folder, "vae")
+        assert same(vae, other, "encoder.") and same(vae, other, "quant_conv.")
+        assert not same(vae, other, "decoder.")
+        scale = [json.loads((d / "vae" / "config.json").read_text())["scaling_factor"] for d in (base, folder)]
+        assert scale[0] == scale[1] and json.loads((folder / "t2vzero.json").read_text())["t1"] == 333
+    assert not same(weights(base, "unet"), weights(tuned, "unet"))
+    assert same(weights(base, "unet"), weights(decoder_only, "unet"))
+    assert same(weights(base, "text_encoder"), weights(decoder_only, "text_encoder"))
     phases = [json.loads(line)["phase"] for line in (tuned / "train_log.jsonl").read_text().splitlines()]
-    assert "vae" not in phases and "unet" in phases
+    assert "vae" not in phases and "decoder" in phases and "unet" in phases
     card = (tuned / "README.md").read_text()
     assert card.startswith((base / "README.md").read_text().rstrip()) and "Fine-tune on the world `camera`" in card
-    refused = train(tmp_path / "other", "--init", str(tmp_path / "missing"))
-    assert refused.returncode == 2 and "not a trained model folder" in refused.stderr, refused.stderr
-    assert "Traceback" not in refused.stderr
+    for extra, match in ((("--init", str(tmp_path / "missing")), "not a trained model folder"),
+                         (("--unet-steps", "0"), "from scratch the UNet phase must run"),
+                         (("--init", str(base), "--unet-steps", "0", "--dec-steps", "0"), "train nothing")):
+        refused = train(tmp_path / "other", *extra)
+        assert refused.returncode == 2 and match in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr and not (tmp_path / "other").exists()

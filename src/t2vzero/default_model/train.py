@@ -12,8 +12,9 @@ Four phases, all seeded and with a fixed data order:
 3. a cross-attention ``UNet2DConditionModel`` (epsilon prediction, SD's noise schedule) trained jointly
    with a small ``CLIPTextModel``; 10 % of captions are dropped to "" so classifier-free guidance works.
 
-``--init DIR`` fine-tunes a trained model instead: DIR's VAE, latent scale, tokenizer and generation
-defaults are kept and only phase 3 runs (on ``--world``), from DIR's UNet and text encoder.
+``--init DIR`` fine-tunes a trained model instead: DIR's VAE encoder (so its latent space), latent scale,
+tokenizer and generation defaults are kept; phase 1b (``--dec-steps``) and phase 3 (``--unet-steps``, 0 to
+skip) run on ``--world`` from DIR's weights.
 
 Each phase stops after its step count, or earlier if its wall-clock cap (``--*-minutes``) is hit; only
 a run that hits a cap depends on machine speed. Everything is written to a temporary directory beside
@@ -330,19 +331,30 @@ def fine_tune_card(args: argparse.Namespace, stats: dict) -> str:
     """The starting model's card with a section on this fine-tune appended."""
     previous = (args.init / "README.md").read_text(encoding="utf-8") if (args.init / "README.md").is_file() else ""
     cmd = "python -m t2vzero.default_model.train " + " ".join(sys.argv[1:])
-    st = stats["unet"]
+    done = []
+    if "decoder" in stats:
+        done.append(f"the decoder alone (encoder frozen, so the latent space and the UNet stay valid) on fresh "
+                    f"images of the world, MSE, AdamW peak lr {args.dec_lr:g}, batch {args.ae_batch}: "
+                    f"{_phase(stats, 'decoder')}")
+    if "unet" in stats:
+        st = stats["unet"]
+        done.append(f"the UNet and text encoder on a fresh pool of {args.pool} encoded images of the world: "
+                    f"epsilon MSE, AdamW peak lr {args.unet_lr:g} (200-step warm-up, cosine to 5 %), batch "
+                    f"{args.unet_batch}; {st['steps']} steps in {st['minutes']:.1f} min, final loss (mean of "
+                    f"last 100 steps) {st['final_loss']:.4f}.")
+    steps = "\n".join(f"- {d}" for d in done)
     return f"""{previous.rstrip()}
 
-## Fine-tune on the world `{args.world}` (this folder's weights)
+## Fine-tune on the world `{args.world}`
 
     {cmd}
 
-Started from the model above (`--init`): its VAE, latent scaling and tokenizer are unchanged; the UNet and
-text encoder went on training on world `{args.world}` ({_world(args.world)}), a fresh pool of {args.pool}
-encoded images (seed {args.seed}): epsilon MSE, AdamW peak lr {args.unet_lr:g} (200-step warm-up, cosine
-to 5 %), batch {args.unet_batch}; {st['steps']} steps in {st['minutes']:.1f} min, final loss (mean of last
-100 steps) {st['final_loss']:.4f}, on {torch.get_num_threads()} CPU threads.
-Software: torch {torch.__version__}, diffusers {_version('diffusers')}, transformers {_version('transformers')}.
+Started from the model above (`--init`), seed {args.seed}, world `{args.world}` ({_world(args.world)}); the VAE
+encoder, latent scaling and tokenizer are unchanged. Trained:
+{steps}
+
+On {torch.get_num_threads()} CPU threads; torch {torch.__version__}, diffusers {_version('diffusers')},
+transformers {_version('transformers')}.
 """
 
 
@@ -414,7 +426,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ae-steps", type=STEPS, default=2200)
     p.add_argument("--ae-minutes", type=POSITIVE, default=24.0, help="wall-clock cap of the VAE phase")
     p.add_argument("--ae-batch", type=COUNT, default=32)
-    p.add_argument("--unet-steps", type=STEPS, default=5400)
+    p.add_argument("--unet-steps", type=_number(int, 0), default=5400,
+                   help="UNet steps (0 skips the phase; only with --init)")
     p.add_argument("--unet-minutes", type=POSITIVE, default=53.0, help="wall-clock cap of the UNet phase")
     p.add_argument("--unet-batch", type=COUNT, default=64)
     p.add_argument("--pool", type=COUNT, default=32768, help="number of encoded images the UNet trains on")
@@ -457,6 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     problem = _output_problem(out, args.overwrite)
     if problem is None and args.init is not None and not (args.init / "unet" / "config.json").is_file():
         problem = f"--init {args.init} is not a trained model folder (no unet/config.json); give one train wrote"
+    if problem is None and args.init is None and args.unet_steps == 0:
+        problem = "--unet-steps 0 trains no UNet; from scratch the UNet phase must run (give --init DIR to skip it)"
+    if problem is None and args.init is not None and args.unet_steps == 0 and args.dec_steps == 0:
+        problem = "--unet-steps 0 and --dec-steps 0 with --init train nothing; give either some steps"
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -502,8 +519,12 @@ def _train(args: argparse.Namespace, stage: Path, out: Path, log: LossLog, t_sta
     if args.init is not None:
         vae, text_encoder, tokenizer, unet = _load_trained(args.init)
         scaling = float(vae.config.scaling_factor)  # the UNet learnt this latent scale: keep it
-        pool = encode_pool(vae, np.random.default_rng([args.seed, 2]), args.pool, world=world)
-        log.write(phase="encode", n=args.pool, scaling_factor=scaling, init=str(args.init))
+        if args.dec_steps > 0:  # the encoder stays frozen, so the UNet's latent space is untouched
+            stats["decoder"] = finetune_decoder(vae, np.random.default_rng([args.seed, 4]), args.dec_steps,
+                                                args.dec_minutes, args.ae_batch, args.dec_lr, log, world)
+        if args.unet_steps > 0:
+            pool = encode_pool(vae, np.random.default_rng([args.seed, 2]), args.pool, world=world)
+            log.write(phase="encode", n=args.pool, scaling_factor=scaling, init=str(args.init))
     else:
         vae = build_vae()
         stats["vae"] = train_vae(vae, np.random.default_rng([args.seed, 1]), args.ae_steps, args.ae_minutes,
@@ -525,8 +546,10 @@ def _train(args: argparse.Namespace, stage: Path, out: Path, log: LossLog, t_sta
         tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
         text_encoder = build_text_encoder(tokenizer)
         unet = build_unet()
-    stats["unet"] = train_unet(unet, text_encoder, tokenizer, pool, scaling, np.random.default_rng([args.seed, 3]),
-                               args.unet_steps, args.unet_minutes, args.unet_batch, log, args.unet_lr)
+    if args.unet_steps > 0:
+        stats["unet"] = train_unet(unet, text_encoder, tokenizer, pool, scaling,
+                                   np.random.default_rng([args.seed, 3]), args.unet_steps, args.unet_minutes,
+                                   args.unet_batch, log, args.unet_lr)
     stats["total_minutes"] = (time.monotonic() - t_start) / 60
     log.write(phase="done", **{k: v for k, v in stats.items() if k != "total_minutes"},
               total_minutes=stats["total_minutes"])
