@@ -101,8 +101,10 @@ def _follows_motion(verdicts, motion, width: int, height: int) -> bool:
     return True
 
 
-def restyle_rows(pipe, count: int, strength: float, background: tuple[int, int, int], seed: int = 0) -> list[dict]:
-    """Restyle `count` moving red squares to a blue square on white; judge colours and the centroid path."""
+def restyle_rows(pipe, count: int, strength: float, background: tuple[int, int, int], seed: int = 0,
+                 invert: bool = False) -> list[dict]:
+    """Restyle `count` moving red squares to a blue square on white (from shared noise, or with `invert`
+    from each frame's DDIM inversion); judge colours and the centroid path."""
     import torch
 
     from t2vzero.default_model.judge import judge
@@ -111,7 +113,7 @@ def restyle_rows(pipe, count: int, strength: float, background: tuple[int, int, 
     for i in range(count):
         clip = moving_square(i, background=background)
         out = pipe.restyle(RESTYLE_PROMPT, clip, strength=strength, generator=torch.Generator().manual_seed(seed + i),
-                           progress=False).uint8()[0]
+                           invert=invert, progress=False).uint8()[0]
         source, verdicts = [judge(f) for f in clip], [judge(f) for f in out]
         found = all(v.found for v in verdicts)
         rows.append({
@@ -153,16 +155,18 @@ def main() -> None:
           f"centroid within {TOLERANCE_PX:g} px of the motion in every frame: {np.mean([r['path'] for r in rows]):.0%}"
           f" ({time.perf_counter() - t:.0f} s)")
     print(f"\nrestyle: {args.clips} clips of a moving red square (8 frames, 64x64) to {RESTYLE_PROMPT!r}")
-    print(f"{'source background':18s} {'strength':>8s} {'new colours':>11s} {'path <= 8 px':>12s} "
+    print(f"{'source background':18s} {'strength':>8s} {'start':>8s} {'new colours':>11s} {'path <= 8 px':>12s} "
           f"{'mean max dev px':>15s} {'s':>5s}")
     for name, background in (("white", (240, 240, 240)), ("green", (40, 170, 60))):
         for strength in args.strengths:
-            t = time.perf_counter()
-            rows = restyle_rows(pipe, args.clips, strength, background, args.seed)
-            devs = [r["deviation"] for r in rows]
-            print(f"{name:18s} {strength:8.2f} {np.mean([r['colours'] for r in rows]):11.0%} "
-                  f"{np.mean([d <= TOLERANCE_PX for d in devs]):12.0%} {np.mean(np.minimum(devs, 64)):15.1f} "
-                  f"{time.perf_counter() - t:5.0f}")
+            for invert in (False, True):
+                t = time.perf_counter()
+                rows = restyle_rows(pipe, args.clips, strength, background, args.seed, invert=invert)
+                devs = [r["deviation"] for r in rows]
+                kept = np.mean([d <= TOLERANCE_PX for d in devs])
+                print(f"{name:18s} {strength:8.2f} {'inverted' if invert else 'noise':>8s} "
+                      f"{np.mean([r['colours'] for r in rows]):11.0%} {kept:12.0%} "
+                      f"{np.mean(np.minimum(devs, 64)):15.1f} {time.perf_counter() - t:5.0f}")
 
 
 if __name__ == "__main__":

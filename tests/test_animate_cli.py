@@ -74,6 +74,21 @@ def test_restyle_writes_a_video_with_and_without_a_controlnet(capsys, tmp_path, 
     assert code == 0, err and (tmp_path / "cn.gif").is_file()
 
 
+def test_restyle_invert_starts_from_the_frames_own_inversion(capsys, tmp_path, tiny_model_dir, clip_path):
+    videos = {}
+    for invert in (True, False):
+        for seed in (0, 1):
+            out = tmp_path / f"r{invert}{seed}.gif"
+            code, _, err = cli(capsys, "restyle", clip_path, "a blue square", "--model", tiny_model_dir,
+                               "--resolution", 64, "--steps", 5, "--seed", seed, *(["--invert"] if invert else []),
+                               "-o", out)
+            assert code == 0, err
+            videos[invert, seed] = read_video(out)[0]
+    assert np.array_equal(videos[True, 0], videos[True, 1])  # no noise drawn: the seed has no effect
+    assert not np.array_equal(videos[False, 0], videos[False, 1])
+    assert not np.array_equal(videos[True, 0], videos[False, 0])
+
+
 @pytest.mark.parametrize("case", ["not-image", "missing", "small", "motion", "both-motions", "resolution", "frames",
                                   "strength-0", "strength-big", "strength-nan", "no-step", "compat", "condition",
                                   "not-video", "sheet"])

@@ -184,6 +184,7 @@ def test_restyle_tab_restyles_an_uploaded_clip(page, tmp_path):
     tab = page.locator("#restyle-tab")
     tab.locator("#restyle-upload input[type=file]").set_input_files(str(path))
     tab.locator("#restyle-prompt textarea").fill("a blue square on a white background")
+    tab.locator("#restyle-invert input[type=checkbox]").check()  # from each frame's inversion
     tab.get_by_text("advanced").click()
     resolution = tab.get_by_label("resolution (longer side)")
     resolution.fill("64")

@@ -236,13 +236,14 @@ def build(runner: Runner) -> Any:
                               timestep_spacing=spacing or None)
         return runner.save(result, [picture[None]], float(fps))
 
-    def restyle(upload, model, prompt, strength, controlnet, condition, negative, steps, guidance, scale, seed, every,
-                max_frames, resolution, low, high, chunk, start, end, fps, scheduler, spacing, lora, lora_scale):
+    def restyle(upload, model, prompt, strength, invert, controlnet, condition, negative, steps, guidance, scale, seed,
+                every, max_frames, resolution, low, high, chunk, start, end, fps, scheduler, spacing, lora, lora_scale):
         frames, out_fps = runner.clip(upload, every, max_frames, resolution, start or None, end or None, fps or None)
         nets = [runner.controlnet(controlnet)] if controlnet else []
         maps = [annotate(frames, condition, None, low=int(low), high=int(high))] if controlnet else []
         pipe = runner.pipe(model, lora, lora_scale)
-        result = pipe.restyle(prompt, frames, strength=float(strength), controlnets=nets, conditions=maps,
+        result = pipe.restyle(prompt, frames, strength=float(strength), invert=bool(invert), controlnets=nets,
+                              conditions=maps,
                               scales=[scale] * len(nets), negative_prompt=negative, num_inference_steps=int(steps),
                               guidance_scale=guidance, chunk_size=int(chunk) or None,
                               generator=torch.Generator().manual_seed(int(seed)), scheduler=scheduler or None,
@@ -386,6 +387,8 @@ def build(runner: Runner) -> Any:
             r_prompt = gr.Textbox(label="prompt", elem_id="restyle-prompt")
             r_strength = gr.Slider(0.05, 1.0, value=RESTYLE["strength"], step=0.05,
                                    label="strength (how much changes; 1: from pure noise)")
+            r_invert = gr.Checkbox(value=RESTYLE["invert"], elem_id="restyle-invert",
+                                   label="start from each frame's inversion (keeps the layout; slower)")
             r_net = gr.Dropdown([None, *runner.config.controlnets], value=None,
                                 label="ControlNet (optional, allow-list)")
             r_condition = gr.Dropdown(list(ANNOTATORS), value="canny", label="condition")
@@ -398,8 +401,8 @@ def build(runner: Runner) -> Any:
                 r_shared = shared_options(video=True, compat=False)
             r_go = gr.Button("Restyle", variant="primary", elem_id="restyle-generate")
             r_out = outputs("restyle-video")
-            r_go.click(guarded(restyle), [r_upload, r_model, r_prompt, r_strength, r_net, r_condition, *r_opts, r_low,
-                                          r_high, r_chunk, *r_shared], r_out)
+            r_go.click(guarded(restyle), [r_upload, r_model, r_prompt, r_strength, r_invert, r_net, r_condition,
+                                          *r_opts, r_low, r_high, r_chunk, *r_shared], r_out)
     return demo
 
 

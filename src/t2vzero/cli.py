@@ -242,6 +242,9 @@ def batch(jobs_file: str, out: str, sheet: bool, fmt: str, force: bool, ray: str
 @click.option("--strength", type=float, default=RESTYLE["strength"], show_default=True,
               help="How far the frames are noised before denoising, in (0, 1]: 0.5 keeps much of the source, 1 "
               "starts from pure noise (then only ControlNet conditions keep the source's layout).")
+@click.option("--invert", is_flag=True, default=RESTYLE["invert"],
+              help="Start from each frame's DDIM inversion to --strength instead of shared noise: keeps the "
+              "source's layout far better, for ⌊strength·steps⌋ more UNet calls per frame; --seed then has no effect.")
 @_controlnet_options(required=False)
 @click.option("--steps", type=int, default=RESTYLE["num_inference_steps"], show_default=True,
               help="Denoising steps of the whole schedule; ⌊strength·steps⌋ of them run.")

@@ -176,7 +176,8 @@ class TextToVideoZero:
 
     def restyle(self, prompt: str, frames: Any, **kwargs: Any) -> VideoOutput:
         """Restyle (F, H, W, 3) uint8 frames by `prompt` (SDEdit at `strength`, one shared noise, cross-frame
-        attention; optional `controlnets` with `conditions`); see `t2vzero.modes.video2video.restyle_video`."""
+        attention; `invert=True` starts from each frame's DDIM inversion instead, keeping the layout; optional
+        `controlnets` with `conditions`); see `t2vzero.modes.video2video.restyle_video`."""
         from .modes.video2video import restyle_video
 
         return restyle_video(self.components, prompt, frames, **kwargs)

@@ -188,10 +188,10 @@ def render_restyle(loaded: Loaded, p: dict[str, Any], clip: Clip, frame_ids: Seq
         return empty(clip.fps, len(clip.frames))
     nets, scales = _nets(loaded)
     video = loaded.pipe.restyle(p["prompt"], clip.frames, strength=p["strength"], controlnets=nets,
-                                conditions=clip.maps, scales=scales,
+                                conditions=clip.maps, scales=scales, invert=p["invert"],
                                 **_sampling(p, progress, None if frame_ids is None else ids))
     return Rendered(video.uint8()[0], ids, clip.fps, [clip.frames, *clip.maps],
-                    _resolved(loaded, p, clip, strength=p["strength"]), len(clip.frames))
+                    _resolved(loaded, p, clip, strength=p["strength"], invert=p["invert"]), len(clip.frames))
 
 
 def _warn(loaded: Loaded, p: dict[str, Any], clip: Clip) -> list[str]:
@@ -216,4 +216,4 @@ CONTROL = Mode("control", check_control, clip_input, pipe_key, load_pipe, _warn,
 EDIT = Mode("edit", check_edit, clip_input, pipe_key, load_pipe, _warn, render_edit,
             _LOADS | _SAMPLING | _CLIP | {"instruction", "image_guidance"}, splittable=_splittable)
 RESTYLE = Mode("restyle", check_restyle, clip_input, pipe_key, load_pipe, _warn, render_restyle,
-               _LOADS | _SAMPLING | _CLIP | _CONTROL | {"prompt", "strength"}, splittable=_splittable)
+               _LOADS | _SAMPLING | _CLIP | _CONTROL | {"prompt", "strength", "invert"}, splittable=_splittable)

@@ -4,7 +4,8 @@ All feed the same loop as text-to-video, with cross-frame attention; they differ
 `Guidance` hook (ControlNet residuals, or the input frames' latents as extra UNet channels) and in
 the starting noise: one latent shared by every frame (the paper), so the conditions drive motion.
 Restyling (SDEdit with any text-to-image checkpoint) starts part-way down the schedule instead, from
-each input frame noised with that one shared noise, optionally with ControlNet residuals too.
+each input frame noised with that one shared noise, or (`invert=True`) from each frame's own DDIM
+inversion to that level, optionally with ControlNet residuals too.
 """
 
 from __future__ import annotations
@@ -43,7 +44,15 @@ from ..generate import (
     vae_factor,
 )
 from ..prompts import encode_prompt, is_sdxl, upcast_vae, with_time_ids
-from ..schedule import alpha_bar_at, forward_jump, in_sigma_space, reject_unresumable, resume_at, strength_start
+from ..schedule import (
+    alpha_bar_at,
+    ddim_invert,
+    forward_jump,
+    in_sigma_space,
+    reject_unresumable,
+    resume_at,
+    strength_start,
+)
 from ..schedulers import make_scheduler, set_timesteps
 from .text2video import RECIPES, check_token_merging
 
@@ -68,22 +77,30 @@ def _run(components: dict[str, Any], guidance: Guidance, x_T: torch.Tensor, num_
          chunk_size: int | None, generator: Any, eta: float | None, compat: str, models: Sequence[Any],
          scheduler: str | None, timestep_spacing: str | None, progress: bool,
          frame_ids: Sequence[int] | None = None, *, source: torch.Tensor | None = None,
-         strength: float = 1.0) -> VideoOutput:
+         strength: float = 1.0, invert_with: Guidance | None = None) -> VideoOutput:
     """Denoise frames from x_T (chunks in lockstep, frame 1 computed once per step) and decode.
 
     `frame_ids` (default all) may be any subset: frame 1 is denoised alongside it (not returned) since
     every frame attends to it, and each frame's noise and step noise are its own, so separate calls
     for disjoint subsets (separate workers) give the frames of one call. With `source` latents
     (F, C, h, w) and `strength` < 1 (SDEdit), the run starts part-way down the schedule
-    (`t2vzero.schedule.strength_start`) from the source noised to that level with x_T.
+    (`t2vzero.schedule.strength_start`) from the source noised to that level with x_T, or, with
+    `invert_with` (a guidance-1 predictor), from the source DDIM-inverted to that level.
     """
     unet = components["unet"]
     sched = copy.deepcopy(make_scheduler(components["scheduler"], scheduler, timestep_spacing))
     set_timesteps(sched, num_inference_steps, execution_device(unet))
     begin = 0 if source is None else strength_start(num_inference_steps, strength, getattr(sched, "order", 1))
-    sched, start, timesteps = _start(sched, begin, x_T, source)
     num_frames = len(x_T)
     wanted = check_frame_ids(frame_ids, num_frames)
+    if invert_with is not None and source is not None:
+        needed = sorted({0, *wanted})  # each frame's inversion is its own: only the rendered ones are needed
+        inverted = torch.zeros_like(source)
+        inverted[needed] = invert_frames(invert_with, sched, source[needed], begin, chunk_size, progress)
+        sched, timesteps = _resumed(sched, begin)
+        start = inverted
+    else:
+        sched, start, timesteps = _start(sched, begin, x_T, source)
     seeds = stream_seeds(generator, 1, num_frames)[0] if RECIPES[compat].noise_streams else None
     chunks = []
     for ids in split_frames(sorted({0, *wanted}), chunk_size):
@@ -114,6 +131,46 @@ def _start(sched: Any, begin: int, x_T: torch.Tensor, source: torch.Tensor | Non
     noised = forward_jump(source, x_T, sched.alphas_cumprod, 0, int(timesteps[0]), sigma_space=in_sigma_space(sched),
                           alpha_bars=(1.0, alpha_bar_at(sched, begin)))
     return resumed, noised, timesteps
+
+
+def _resumed(sched: Any, begin: int) -> tuple[Any, Any]:
+    reject_unresumable(sched)
+    return resume_at(sched, begin)
+
+
+def invert_frames(predict: Guidance, sched: Any, latents: torch.Tensor, index: int, chunk_size: int | None,
+                  progress: bool = False) -> torch.Tensor:
+    """Clean latents (F, C, h, w), each frame DDIM-inverted on its own (`t2vzero.schedule.ddim_invert`)
+    through the schedule's levels up to the input of step `index`, in the scheduler's space.
+
+    `predict` is a guidance-1, plain-attention predictor (the inversion's error grows with guidance,
+    Mokady et al. 2023, §3). Unlike noise drawn afresh, the inverted latent still holds where things
+    are, so denoising it with a new prompt keeps the source's layout at strengths that noise would
+    redraw (README, Restyle).
+    """
+    from .image2video import model_noise
+
+    n = len(sched.timesteps)
+    up = list(range(n - 1, index - 1, -1))  # from the least noisy step to `index`
+    alpha_bars = [alpha_bar_at(sched, i) for i in up]
+    levels = {float(sched.timesteps[i]): a for i, a in zip(up, alpha_bars, strict=True)}
+    kind = sched.config.get("prediction_type", "epsilon")
+    parts = []
+    bar = tqdm(total=len(up) * len(split_frames(range(len(latents)), chunk_size)), disable=not progress,
+               desc="inverting", unit="step", leave=False)
+    try:
+        for ids in split_frames(range(len(latents)), chunk_size):
+            def predict_noise(x: torch.Tensor, t: torch.Tensor, ids: list[int] = ids) -> torch.Tensor:
+                bar.update()
+                return model_noise(predict(x, t, ids), x, levels[float(t)], kind)
+
+            with torch.no_grad():
+                parts.append(ddim_invert(latents[ids], predict_noise, [sched.timesteps[i] for i in up],
+                                         alpha_bars)[-1])
+    finally:
+        bar.close()
+    inverted = torch.cat(parts)
+    return inverted / math.sqrt(alpha_bars[-1]) if in_sigma_space(sched) else inverted
 
 
 def _start_noise(shape: tuple[int, ...], frames: int, generator: Any, device: Any, dtype: Any,
@@ -317,19 +374,23 @@ def restyle_video(components: dict[str, Any], prompt: str, frames: np.ndarray, *
                   eta: float | None = None, generator: Any = None, chunk_size: int | None = None,
                   compat: str = "t2vzero", scheduler: str | None = None, timestep_spacing: str | None = None,
                   token_merging: float | None = None, cache_interval: int | None = None,
-                  progress: bool = True, frame_ids: Sequence[int] | None = None) -> VideoOutput:
+                  progress: bool = True, frame_ids: Sequence[int] | None = None,
+                  invert: bool | None = None) -> VideoOutput:
     """Restyle (F, H, W, 3) uint8 frames by `prompt` with any text-to-image checkpoint (SDEdit + paper §3.3.2).
 
     Each frame is encoded and noised to `strength` S from one noise shared by all frames (SDEdit, Meng
     et al. 2022), then the frames are denoised together over the last ⌊S·N⌋ of N steps, every
     self-attention attending to frame 1. S = 1 starts from that noise alone (the frames are not used:
     with ControlNets, exactly `control_video`). Optional `controlnets` take one (F, H, W, 3) condition
-    video each, e.g. the source's edges. None arguments take `t2vzero.defaults.RESTYLE`. `frame_ids` renders a
-    subset of the frames (see `_run`).
+    video each, e.g. the source's edges. `invert` starts instead from each frame's DDIM inversion (empty
+    prompt, guidance 1, no cross-frame attention) to that level: the layout is kept far better (README,
+    Restyle), for ⌊S·N⌋ more UNet calls per frame without guidance; the run is then deterministic (DDIM).
+    None arguments take `t2vzero.defaults.RESTYLE`. `frame_ids` renders a subset of the frames (see `_run`).
     """
     num_inference_steps = pick("restyle", "num_inference_steps", num_inference_steps)
     guidance_scale = pick("restyle", "guidance_scale", guidance_scale)
     strength = pick("restyle", "strength", strength)
+    invert = bool(pick("restyle", "invert", invert))
     prompt, negative_prompt = _check_run_args(prompt, negative_prompt, num_inference_steps, chunk_size, compat,
                                               {"guidance_scale": guidance_scale, "eta": eta})
     strength_start(num_inference_steps, strength)  # checks the strength before any work
@@ -357,9 +418,15 @@ def restyle_video(components: dict[str, Any], prompt: str, frames: np.ndarray, *
     hooks = [_controlnet_hook(controlnets, scales, maps, cond.groups)] if controlnets else []
     guidance = Guidance(unet, cond, cfg_combine(guidance_scale), hooks=hooks,
                         token_merging=check_token_merging(token_merging), cache_interval=check_interval(cache_interval))
+    invert_with = None
+    if invert:
+        empty = encode_prompt(components, [""], [""], guidance_scale=1.0)
+        if is_sdxl(components):
+            empty = with_time_ids(empty, (height, width), (0, 0), (height, width))
+        invert_with = Guidance(unet, empty, cfg_combine(1.0), cross_frame=False)
     return _run(components, guidance, x_T, num_inference_steps, chunk_size, generator, eta, compat,
                 [unet, *controlnets], scheduler, timestep_spacing, progress, frame_ids, source=source,
-                strength=strength)
+                strength=strength, invert_with=invert_with)
 
 
 def _check_controlnets(unet: Any, controlnets: Sequence[Any], vae_scale: int) -> None:
