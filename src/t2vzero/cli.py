@@ -64,6 +64,27 @@ def _speed_options(fn: Any) -> Any:
     return fn
 
 
+def _load_options(fn: Any) -> Any:
+    """Where and how the weights load, for every video command."""
+    options = [
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
+        click.option("--dtype", default="auto", show_default=True,
+                     help="auto (fp16 on GPU, fp32 on CPU), float32, float16, bfloat16."),
+        click.option("--lora", multiple=True, help="LoRA weights as PATH[:SCALE]; repeatable."),
+        click.option("--allow-pickle", is_flag=True, help="Allow pickle (.ckpt/.bin) weights, which can run code."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _plan_options(fn: Any) -> Any:
+    """--dry-run and --force (the memory plan before loading), for every video command."""
+    fn = click.option("--force", is_flag=True, help="Run even when the memory estimate says the run will not fit.")(fn)
+    return click.option("--dry-run", is_flag=True,
+                        help="Print the estimated peak memory and work, load no weights, write nothing.")(fn)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="t2vzero")
 def main() -> None:
@@ -104,18 +125,13 @@ def main() -> None:
               help="Frames per second of the output.")
 @_sampler_options
 @_speed_options
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--dtype", default="auto", show_default=True,
-              help="auto (fp16 on GPU, fp32 on CPU), float32, float16, bfloat16.")
-@click.option("--lora", multiple=True, help="LoRA weights as PATH[:SCALE]; repeatable.")
-@click.option("--allow-pickle", is_flag=True, help="Allow pickle (.ckpt/.bin) weights, which can run code.")
+@_load_options
 @click.option("--compat", type=click.Choice(["t2vzero", "diffusers"]), default="t2vzero", show_default=True,
               help="'diffusers' reproduces diffusers' deprecated TextToVideoZeroPipeline frame for frame.")
 @click.option("-o", "--output", default="video.mp4", show_default=True,
               help="Output: .mp4, .webm, .gif, or a folder (frames/) of numbered PNGs.")
 @click.option("--sheet", is_flag=True, help="Also write a contact sheet PNG of the frames beside the video.")
-@click.option("--dry-run", is_flag=True, help="Print the estimated peak memory and work, load nothing, write nothing.")
-@click.option("--force", is_flag=True, help="Run even when the memory estimate says the run will not fit.")
+@_plan_options
 @ray_options
 def generate(**params: Any) -> int | None:
     """Generate a video from PROMPT (an empty prompt is unconditional)."""
@@ -145,22 +161,15 @@ def _video_input_options(fn: Any) -> Any:
         click.option("--fps", type=float, default=None, help="Output fps [default: source fps / --every]."),
         click.option("--chunk-size", type=int, default=None,
                      help="Frames per chunk to bound memory (frame 1 once per step)."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
-        click.option("--dtype", default="auto", show_default=True, help="auto, float32, float16, bfloat16."),
-        click.option("--lora", multiple=True, help="LoRA weights as PATH[:SCALE]; repeatable."),
-        click.option("--allow-pickle", is_flag=True, help="Allow pickle (.ckpt/.bin) weights, which can run code."),
         click.option("--compat", type=click.Choice(["t2vzero", "diffusers"]), default="t2vzero", show_default=True,
                      help="'diffusers' reproduces diffusers' documented cross-frame recipe."),
         click.option("-o", "--output", default="video.mp4", show_default=True,
                      help="Output: .mp4, .webm, .gif, or a folder of numbered PNGs."),
         click.option("--sheet", is_flag=True, help="Also write a contact sheet: input, condition and output rows."),
-        click.option("--dry-run", is_flag=True,
-                     help="Print the estimated peak memory and work, load no weights, write nothing."),
-        click.option("--force", is_flag=True, help="Run even when the memory estimate says the run will not fit."),
     ]
     for option in reversed(options):
         fn = option(fn)
-    return _speed_options(_sampler_options(fn))
+    return _load_options(_plan_options(_speed_options(_sampler_options(fn))))
 
 
 def _controlnet_options(required: bool) -> Any:
@@ -281,16 +290,11 @@ def restyle(**params: Any) -> int | None:
 @click.option("--fps", type=float, default=ANIMATE["fps"], show_default=True, help="Frames per second of the output.")
 @_sampler_options
 @_speed_options
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--dtype", default="auto", show_default=True,
-              help="auto (fp16 on GPU, fp32 on CPU), float32, float16, bfloat16.")
-@click.option("--lora", multiple=True, help="LoRA weights as PATH[:SCALE]; repeatable.")
-@click.option("--allow-pickle", is_flag=True, help="Allow pickle (.ckpt/.bin) weights, which can run code.")
+@_load_options
 @click.option("-o", "--output", default="video.mp4", show_default=True,
               help="Output: .mp4, .webm, .gif, or a folder (frames/) of numbered PNGs.")
 @click.option("--sheet", is_flag=True, help="Also write a contact sheet: the image, then the frames.")
-@click.option("--dry-run", is_flag=True, help="Print the estimated peak memory and work, load nothing, write nothing.")
-@click.option("--force", is_flag=True, help="Run even when the memory estimate says the run will not fit.")
+@_plan_options
 @ray_options
 def animate(**params: Any) -> int | None:
     """Animate IMAGE: frame 1 is the image (DDIM-inverted), frames 2..N move with --motion; PROMPT optional."""
