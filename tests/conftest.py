@@ -124,3 +124,16 @@ def ray_cluster():
              object_store_memory=256 * 2**20)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def image_path(tmp_path_factory):
+    """A 64x48 PNG: an orange square on a dark ground (animate's input in the CLI and batch tests)."""
+    import numpy as np
+    from PIL import Image
+
+    image = np.full((48, 64, 3), 40, np.uint8)
+    image[12:36, 16:40] = (220, 60, 30)
+    path = tmp_path_factory.mktemp("img") / "square.png"
+    Image.fromarray(image).save(path)
+    return path

@@ -16,15 +16,6 @@ def cli(capsys, *args):
 
 
 @pytest.fixture(scope="module")
-def image_path(tmp_path_factory):
-    image = np.full((48, 64, 3), 40, np.uint8)
-    image[12:36, 16:40] = (220, 60, 30)
-    path = tmp_path_factory.mktemp("img") / "square.png"
-    Image.fromarray(image).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def clip_path(tmp_path_factory):
     video = moving_square(5, 48, 64, top=12, side=20, left=4, step=5, colour=(220, 40, 40), ground=240)
     return write_video(video, tmp_path_factory.mktemp("clip") / "clip/", fps=8)

@@ -346,17 +346,6 @@ def test_a_local_batch_loads_each_model_once_records_and_resumes(capsys, tmp_pat
     assert records["b"]["seed"] == 3 and len(records) == 5  # one line per job id; the old bad line is kept
 
 
-@pytest.fixture(scope="module")
-def image_path(tmp_path_factory):
-    from PIL import Image
-
-    image = np.full((48, 64, 3), 40, np.uint8)
-    image[12:36, 16:40] = (220, 60, 30)
-    path = tmp_path_factory.mktemp("img") / "square.png"
-    Image.fromarray(image).save(path)
-    return path
-
-
 def test_a_batch_job_equals_the_same_command_run_alone(capsys, tmp_path, model, tiny_controlnet_dir,
                                                        square_clip_dir, image_path, latent_pixels):
     control = {"mode": "control", "input": str(square_clip_dir), "controlnet": f"{tiny_controlnet_dir}:0.8",
