@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -11,6 +12,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Tiny models gain nothing from threads, and OpenMP spin-waiting makes two busy threads on a shared
 # 2-core machine up to 100x slower; subprocesses inherit this too.
 os.environ["OMP_NUM_THREADS"] = "1"
+# A suite started in the background (`make test &`, nohup) inherits SIGINT ignored, and so would every
+# subprocess it starts: the Ctrl-C tests would then test nothing. A handled signal is reset to its default
+# across exec, so handling it here gives the subprocesses Python's usual KeyboardInterrupt.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_configure(config):
