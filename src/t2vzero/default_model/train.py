@@ -434,9 +434,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage dtype")
     p.add_argument("--threads", type=COUNT, default=2)
     p.add_argument("--init", type=Path, default=None,
-                   help="fine-tune a trained model folder instead of starting from scratch: its VAE, latent "
-                        "scaling and tokenizer are kept (the VAE phases are skipped) and its UNet and text "
-                        "encoder go on training on --world")
+                   help="fine-tune a trained model folder instead of starting from scratch: its VAE encoder, "
+                        "latent scale, tokenizer and defaults are kept (no VAE phase); its decoder "
+                        "(--dec-steps) and UNet and text encoder (--unet-steps, 0 to skip) go on training on "
+                        "--world")
     p.add_argument("--unet-lr", type=POSITIVE, default=1e-3, help="peak learning rate of the UNet phase")
     return p.parse_args(argv)
 
@@ -518,22 +519,20 @@ def _train(args: argparse.Namespace, stage: Path, out: Path, log: LossLog, t_sta
     world = data.WORLDS[args.world]
     if args.init is not None:
         vae, text_encoder, tokenizer, unet = _load_trained(args.init)
-        scaling = float(vae.config.scaling_factor)  # the UNet learnt this latent scale: keep it
-        if args.dec_steps > 0:  # the encoder stays frozen, so the UNet's latent space is untouched
-            stats["decoder"] = finetune_decoder(vae, np.random.default_rng([args.seed, 4]), args.dec_steps,
-                                                args.dec_minutes, args.ae_batch, args.dec_lr, log, world)
-        if args.unet_steps > 0:
-            pool = encode_pool(vae, np.random.default_rng([args.seed, 2]), args.pool, world=world)
-            log.write(phase="encode", n=args.pool, scaling_factor=scaling, init=str(args.init))
     else:
         vae = build_vae()
         stats["vae"] = train_vae(vae, np.random.default_rng([args.seed, 1]), args.ae_steps, args.ae_minutes,
                                  args.ae_batch, log, world)
-        if args.dec_steps > 0:
-            stats["decoder"] = finetune_decoder(vae, np.random.default_rng([args.seed, 4]), args.dec_steps,
-                                                args.dec_minutes, args.ae_batch, args.dec_lr, log, world)
+    if args.dec_steps > 0:  # the encoder stays frozen, so a fine-tuned UNet's latent space is untouched
+        stats["decoder"] = finetune_decoder(vae, np.random.default_rng([args.seed, 4]), args.dec_steps,
+                                            args.dec_minutes, args.ae_batch, args.dec_lr, log, world)
+    if args.init is not None:
+        scaling = float(vae.config.scaling_factor)  # the UNet learnt this latent scale: keep it
+        if args.unet_steps > 0:
+            pool = encode_pool(vae, np.random.default_rng([args.seed, 2]), args.pool, world=world)
+            log.write(phase="encode", n=args.pool, scaling_factor=scaling, init=str(args.init))
+    else:
         vae.save_pretrained(stage / "checkpoints" / "vae")  # lets a UNet-phase experiment skip phase 1
-
         pool = encode_pool(vae, np.random.default_rng([args.seed, 2]), args.pool, world=world)
         means, stds, _ = pool
         z = means + stds * torch.randn(means.shape, generator=torch.Generator().manual_seed(args.seed))
