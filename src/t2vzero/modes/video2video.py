@@ -126,14 +126,14 @@ def _start(sched: Any, begin: int, x_T: torch.Tensor, source: torch.Tensor | Non
     """
     if begin == 0:
         return sched, x_T * sched.init_noise_sigma, sched.timesteps
-    reject_unresumable(sched)
-    resumed, timesteps = resume_at(sched, begin)
+    resumed, timesteps = _resumed(sched, begin)
     noised = forward_jump(source, x_T, sched.alphas_cumprod, 0, int(timesteps[0]), sigma_space=in_sigma_space(sched),
                           alpha_bars=(1.0, alpha_bar_at(sched, begin)))
     return resumed, noised, timesteps
 
 
 def _resumed(sched: Any, begin: int) -> tuple[Any, Any]:
+    """A copy of `sched` that starts at step `begin` without history, and the timesteps from there."""
     reject_unresumable(sched)
     return resume_at(sched, begin)
 
