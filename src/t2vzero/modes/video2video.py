@@ -95,10 +95,9 @@ def _run(components: dict[str, Any], guidance: Guidance, x_T: torch.Tensor, num_
     wanted = check_frame_ids(frame_ids, num_frames)
     if invert_with is not None and source is not None:
         needed = sorted({0, *wanted})  # each frame's inversion is its own: only the rendered ones are needed
-        inverted = torch.zeros_like(source)
-        inverted[needed] = invert_frames(invert_with, sched, source[needed], begin, chunk_size, progress)
+        start = torch.zeros_like(source)
+        start[needed] = invert_frames(invert_with, sched, source[needed], begin, chunk_size, progress)
         sched, timesteps = _resumed(sched, begin)
-        start = inverted
     else:
         sched, start, timesteps = _start(sched, begin, x_T, source)
     seeds = stream_seeds(generator, 1, num_frames)[0] if RECIPES[compat].noise_streams else None
@@ -155,11 +154,10 @@ def invert_frames(predict: Guidance, sched: Any, latents: torch.Tensor, index: i
     alpha_bars = [alpha_bar_at(sched, i) for i in up]
     levels = {float(sched.timesteps[i]): a for i, a in zip(up, alpha_bars, strict=True)}
     kind = sched.config.get("prediction_type", "epsilon")
-    parts = []
-    bar = tqdm(total=len(up) * len(split_frames(range(len(latents)), chunk_size)), disable=not progress,
-               desc="inverting", unit="step", leave=False)
+    parts, chunks = [], split_frames(range(len(latents)), chunk_size)
+    bar = tqdm(total=len(up) * len(chunks), disable=not progress, desc="inverting", unit="step", leave=False)
     try:
-        for ids in split_frames(range(len(latents)), chunk_size):
+        for ids in chunks:
             def predict_noise(x: torch.Tensor, t: torch.Tensor, ids: list[int] = ids) -> torch.Tensor:
                 bar.update()
                 return model_noise(predict(x, t, ids), x, levels[float(t)], kind)
