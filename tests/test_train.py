@@ -111,6 +111,30 @@ def test_the_camera_world_trains_and_is_named_in_the_model_card(tmp_path):
     assert refused.returncode == 2 and "invalid choice" in refused.stderr
 
 
+def test_latent_factor_4_trains_a_16x16_latent_model_that_generates(tmp_path):
+    """`--latent-factor 4`: a 3-block VAE (64 px <-> 16x16 latents) and a UNet of sample size 16; the pipeline
+    reads the factor from the VAE, so the model makes 64 px videos; --init refuses the option."""
+    from t2vzero import TextToVideoZero
+    from t2vzero.generate import vae_factor
+
+    out = tmp_path / "x4"
+    done = train(out, "--latent-factor", "4", "--world", "camera")
+    assert done.returncode == 0, done.stderr
+    vae = json.loads((out / "vae" / "config.json").read_text())
+    assert len(vae["block_out_channels"]) == 3 and json.loads((out / "unet" / "config.json").read_text())[
+        "sample_size"] == 16
+    assert "x4 downsampling" in (out / "README.md").read_text()
+    pipe = TextToVideoZero.from_pretrained(str(out))
+    assert vae_factor(pipe.components["vae"]) == 4
+    video = pipe("a red square on a white background", video_length=2, num_inference_steps=2, motion="zoom:1.05",
+                 progress=False).uint8()
+    assert video.shape == (1, 2, 64, 64, 3)
+    for extra, match in ((("--latent-factor", "3"), "invalid choice"),
+                         (("--init", str(out), "--latent-factor", "4"), "--init keeps its model's latent grid")):
+        refused = train(tmp_path / "other", *extra)
+        assert refused.returncode == 2 and match in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_a_fine_tune_keeps_the_latent_space_and_moves_the_unet_and_decoder(tmp_path):
     """`--init DIR`: the VAE encoder (so the latent space), latent scale, tokenizer and tuned defaults are DIR's;
     the decoder and UNet train on; `--unet-steps 0` trains the decoder alone."""

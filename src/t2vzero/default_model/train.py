@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,26 +60,50 @@ SCHEDULER_KWARGS: dict[str, Any] = {"beta_start": 0.00085, "beta_end": 0.012, "b
                                     "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
 
 
-def build_vae() -> Any:
-    """The x8 autoencoder: 64x64x3 images <-> 8x8x4 latents (~1M parameters)."""
+@dataclass(frozen=True)
+class Architecture:
+    """The VAE and UNet shapes for one latent grid (pixels per latent pixel)."""
+
+    vae_blocks: tuple[int, ...]
+    unet_blocks: tuple[int, ...]
+    unet_down: tuple[str, ...]
+    unet_up: tuple[str, ...]
+
+
+# x8 is the shipped model's (SD's factor: 8x8 latents at 64 px). x4 gives 16x16 latents at 64 px, so a zoom or a
+# turn of a few degrees per frame moves latent pixels at all (on 8x8 latents a centred object's warp only
+# changes every few frames); its UNet keeps attention off the 16x16 level so a step costs about what x8's does.
+ARCHITECTURES: dict[int, Architecture] = {
+    8: Architecture((16, 32, 64, 64), (64, 128, 128),
+                    ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                    ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")),
+    4: Architecture((16, 32, 64), (32, 64, 128),
+                    ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                    ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")),
+}
+
+
+def build_vae(factor: int = 8) -> Any:
+    """The autoencoder: 64x64x3 images <-> (64/factor)^2 x4 latents (~1M parameters)."""
     from diffusers import AutoencoderKL
 
+    blocks = ARCHITECTURES[factor].vae_blocks
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 64, 64),
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=blocks,
+        down_block_types=("DownEncoderBlock2D",) * len(blocks), up_block_types=("UpDecoderBlock2D",) * len(blocks),
         layers_per_block=1, norm_num_groups=16, sample_size=data.RESOLUTION,
     )
 
 
-def build_unet() -> Any:
-    """The denoiser on 8x8x4 latents (~5.8M parameters), cross-attending to 64-d text states."""
+def build_unet(factor: int = 8) -> Any:
+    """The denoiser on the latents of `build_vae(factor)`, cross-attending to 64-d text states."""
     from diffusers import UNet2DConditionModel
 
+    arch = ARCHITECTURES[factor]
     return UNet2DConditionModel(
-        sample_size=data.RESOLUTION // 8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(64, 128, 128), norm_num_groups=16,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        sample_size=data.RESOLUTION // factor, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=arch.unet_blocks, norm_num_groups=16,
+        down_block_types=arch.unet_down, up_block_types=arch.unet_up,
         cross_attention_dim=64, attention_head_dim=8,
     )
 
@@ -273,6 +298,8 @@ def train_unet(unet: Any, text_encoder: Any, tokenizer: Any, pool: tuple[torch.T
 def model_card(args: argparse.Namespace, stats: dict, scaling: float, counts: dict[str, int]) -> str:
     """The README.md stored with the weights."""
     cmd = "python -m t2vzero.default_model.train " + " ".join(sys.argv[1:])
+    factor = args.latent_factor or 8
+    arch = ARCHITECTURES[factor]
     return f"""# t2vzero built-in default model
 
 A tiny Stable-Diffusion-architecture text-to-image model trained from scratch (no pretrained weights)
@@ -298,10 +325,12 @@ Fresh images every VAE step; the UNet sees a fixed pool of {args.pool} encoded i
 
 ## Architecture ({sum(counts.values()) / 1e6:.2f} M parameters, stored as {args.dtype})
 
-- VAE: `AutoencoderKL`, blocks (16, 32, 64, 64), x8 downsampling, 4 latent channels, 1 layer/block,
+- VAE: `AutoencoderKL`, blocks {arch.vae_blocks}, x{factor} downsampling, 4 latent channels, 1 layer/block,
   GroupNorm 16; {counts['vae'] / 1e6:.2f} M params; latent scaling factor {scaling:.4f} (1/std of latents).
-- UNet: `UNet2DConditionModel`, blocks (64, 128, 128), CrossAttnDown x2 + Down / Up + CrossAttnUp x2,
-  1 layer/block, 8 heads, cross-attention dim 64, sample size 8; {counts['unet'] / 1e6:.2f} M params.
+- UNet: `UNet2DConditionModel`, blocks {arch.unet_blocks},
+  {" + ".join(arch.unet_down)} / {" + ".join(arch.unet_up)},
+  1 layer/block, 8 heads, cross-attention dim 64, sample size {data.RESOLUTION // factor};
+  {counts['unet'] / 1e6:.2f} M params.
 - Text encoder: `CLIPTextModel`, 3 layers, width 64, 4 heads, 77 positions; {counts['text_encoder'] / 1e6:.2f} M
   params; tokenizer: CLIP BPE over the caption words (`t2vzero.tiny.write_clip_tokenizer_files`).
 - Scheduler: `DDIMScheduler`, SD 1.x schedule (scaled_linear 0.00085-0.012, 1000 steps), epsilon prediction.
@@ -439,6 +468,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(--dec-steps) and UNet and text encoder (--unet-steps, 0 to skip) go on training on "
                         "--world")
     p.add_argument("--unet-lr", type=POSITIVE, default=1e-3, help="peak learning rate of the UNet phase")
+    p.add_argument("--latent-factor", type=int, choices=sorted(ARCHITECTURES), default=None,
+                   help="pixels per latent pixel from scratch: 8 (the shipped model's 8x8 latents) or 4 (16x16, "
+                        "fine enough for zoom and rotation paths); default 8; --init keeps its model's")
     return p.parse_args(argv)
 
 
@@ -471,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     problem = _output_problem(out, args.overwrite)
     if problem is None and args.init is not None and not (args.init / "unet" / "config.json").is_file():
         problem = f"--init {args.init} is not a trained model folder (no unet/config.json); give one train wrote"
+    if problem is None and args.init is not None and args.latent_factor is not None:
+        problem = "--latent-factor applies from scratch; --init keeps its model's latent grid (drop one of them)"
     if problem is None and args.init is None and args.unet_steps == 0:
         problem = "--unet-steps 0 trains no UNet; from scratch the UNet phase must run (give --init DIR to skip it)"
     if problem is None and args.init is not None and args.unet_steps == 0 and args.dec_steps == 0:
@@ -520,7 +554,7 @@ def _train(args: argparse.Namespace, stage: Path, out: Path, log: LossLog, t_sta
     if args.init is not None:
         vae, text_encoder, tokenizer, unet = _load_trained(args.init)
     else:
-        vae = build_vae()
+        vae = build_vae(args.latent_factor or 8)
         stats["vae"] = train_vae(vae, np.random.default_rng([args.seed, 1]), args.ae_steps, args.ae_minutes,
                                  args.ae_batch, log, world)
     if args.dec_steps > 0:  # the encoder stays frozen, so a fine-tuned UNet's latent space is untouched
@@ -544,7 +578,7 @@ def _train(args: argparse.Namespace, stage: Path, out: Path, log: LossLog, t_sta
                                              MODEL_MAX_LENGTH)
         tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
         text_encoder = build_text_encoder(tokenizer)
-        unet = build_unet()
+        unet = build_unet(args.latent_factor or 8)
     if args.unet_steps > 0:
         stats["unet"] = train_unet(unet, text_encoder, tokenizer, pool, scaling,
                                    np.random.default_rng([args.seed, 3]), args.unet_steps, args.unet_minutes,
