@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's)")
     parser.add_argument("--model", default=None, help="a model folder (default: the built-in model)")
     parser.add_argument("--paths", default="zoom,pan,rotate", help="which paths to measure, comma-separated")
+    parser.add_argument("--turned", action="store_true",
+                        help="judge zoom and pan shapes at any angle (a model of the 'camera' data world draws turned "
+                             "squares and triangles); rotate always does")
     args = parser.parse_args()
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     if not paths or set(paths) - {"zoom", "pan", "rotate"}:
@@ -87,7 +90,8 @@ def main() -> None:
     pipe = TextToVideoZero.from_pretrained(args.model)
     extra = {"num_inference_steps": args.steps} if args.steps else {}
     start = time.perf_counter()
-    results = {name: getattr(ec, f"measure_{name}")(pipe, args.videos, args.seed, **extra)
+    results = {name: getattr(ec, f"measure_{name}")(pipe, args.videos, args.seed, **extra,
+                                                    **({"turned": True} if args.turned and name != "rotate" else {}))
                for name in paths}
     print(f"{args.videos} seeded {ec.FRAMES}-frame videos per path from seed {args.seed}, "
           f"{args.model or 'the built-in model'}'s "
