@@ -39,8 +39,8 @@ AREA_JITTER = 0.03  # the judge's area of a still object varies by up to ~2 % be
 PAN_TOLERANCE = 8.0  # the "one latent pixel (8 px)": an x8 VAE's at 64 px
 ANGLE_TOLERANCE = 10.0  # degrees
 # Candidates looked at per wanted video: the shipped model needs under 4, but a model of the "camera" world draws
-# objects of up to 80 % of the side and past the edge, and only about 1 in 13 leaves the room a 1.41x zoom or
-# the keyframed pan needs (6 of 80 for the 16x16-latent candidate in the README).
+# objects of up to 80 % of the side and past the edge, and only 1 in 13 to 18 leaves the room a 1.41x zoom or
+# the keyframed pan needs (6 of 80, and 24 of 430, for the 16x16-latent candidate in the README).
 MAX_TRIES = 40
 
 

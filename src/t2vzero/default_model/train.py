@@ -298,7 +298,7 @@ def train_unet(unet: Any, text_encoder: Any, tokenizer: Any, pool: tuple[torch.T
 def model_card(args: argparse.Namespace, stats: dict, scaling: float, counts: dict[str, int]) -> str:
     """The README.md stored with the weights."""
     cmd = "python -m t2vzero.default_model.train " + " ".join(sys.argv[1:])
-    factor = args.latent_factor or 8
+    factor = args.latent_factor
     arch = ARCHITECTURES[factor]
     return f"""# t2vzero built-in default model
 
@@ -512,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    if args.init is None and args.latent_factor is None:  # None until here, so that --init can refuse it
+        args.latent_factor = 8
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t_start = time.monotonic()
@@ -554,7 +556,7 @@ def _train(args: argparse.Namespace, stage: Path, out: Path, log: LossLog, t_sta
     if args.init is not None:
         vae, text_encoder, tokenizer, unet = _load_trained(args.init)
     else:
-        vae = build_vae(args.latent_factor or 8)
+        vae = build_vae(args.latent_factor)
         stats["vae"] = train_vae(vae, np.random.default_rng([args.seed, 1]), args.ae_steps, args.ae_minutes,
                                  args.ae_batch, log, world)
     if args.dec_steps > 0:  # the encoder stays frozen, so a fine-tuned UNet's latent space is untouched
@@ -578,7 +580,7 @@ def _train(args: argparse.Namespace, stage: Path, out: Path, log: LossLog, t_sta
                                              MODEL_MAX_LENGTH)
         tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
         text_encoder = build_text_encoder(tokenizer)
-        unet = build_unet(args.latent_factor or 8)
+        unet = build_unet(args.latent_factor)
     if args.unet_steps > 0:
         stats["unet"] = train_unet(unet, text_encoder, tokenizer, pool, scaling,
                                    np.random.default_rng([args.seed, 3]), args.unet_steps, args.unet_minutes,
