@@ -141,7 +141,7 @@ def test_a_fine_tune_keeps_the_latent_space_and_moves_the_unet_and_decoder(tmp_p
     base, tuned, decoder_only = tmp_path / "base", tmp_path / "tuned", tmp_path / "decoder"
     assert train(base).returncode == 0
     (base / "t2vzero.json").write_text(json.dumps({**json.loads((base / "t2vzero.json").read_text()), "t1": 333}))
-    done = train(tuned, "--init", str(base), "--world", "camera", "--unet-lr", "1e-2", "--dec-lr", "1e-2")
+    done = train(tuned, "--init", str(base), "--world", "framed", "--unet-lr", "1e-2", "--dec-lr", "1e-2")
     assert done.returncode == 0, done.stderr
     done = train(decoder_only, "--init", str(base), "--unet-steps", "0", "--dec-lr", "1e-2")
     assert done.returncode == 0, done.stderr
@@ -166,7 +166,8 @@ def test_a_fine_tune_keeps_the_latent_space_and_moves_the_unet_and_decoder(tmp_p
     phases = [json.loads(line)["phase"] for line in (tuned / "train_log.jsonl").read_text().splitlines()]
     assert "vae" not in phases and "decoder" in phases and "unet" in phases
     card = (tuned / "README.md").read_text()
-    assert card.startswith((base / "README.md").read_text().rstrip()) and "Fine-tune on the world `camera`" in card
+    assert card.startswith((base / "README.md").read_text().rstrip()) and "Fine-tune on the world `framed`" in card
+    assert "past the frame's edge in 30 % of the images" in card
     for extra, match in ((("--init", str(tmp_path / "missing")), "not a trained model folder"),
                          (("--unet-steps", "0"), "from scratch the UNet phase must run"),
                          (("--init", str(base), "--unet-steps", "0", "--dec-steps", "0"), "train nothing")):

@@ -58,8 +58,10 @@ def generate(model_dir: str | Path, prompts: list[str], *, seeds: list[int], num
 
 
 def evaluate(model_dir: str | Path, n: int = 96, seed: int = 0, num_inference_steps: int | None = None,
-             guidance_scale: float | None = None, grid: str | Path | None = None) -> dict[str, Any]:
-    """Generate `n` judged samples; returns the three rates (plus all-right and no-object rates)."""
+             guidance_scale: float | None = None, grid: str | Path | None = None,
+             turned: bool = False) -> dict[str, Any]:
+    """Generate `n` judged samples; returns the three rates (plus all-right and no-object rates). `turned`
+    judges squares and triangles at any angle (`judge.classify_shape`), for a model of a turning data world."""
     from t2vzero.models import read_model_defaults
 
     model_dir = Path(model_dir)
@@ -70,7 +72,7 @@ def evaluate(model_dir: str | Path, n: int = 96, seed: int = 0, num_inference_st
     images = generate(model_dir, [caption(*t) for t in triples], seeds=[seed * 100_000 + i for i in range(n)],
                       num_inference_steps=steps, guidance_scale=guidance, height=defaults.get("height", 64),
                       width=defaults.get("width", 64))
-    verdicts = [judge(img) for img in images]
+    verdicts = [judge(img, turned) for img in images]
     right = {"background": [], "colour": [], "shape": [], "all": []}
     for (colour, shape, bg), v in zip(triples, verdicts, strict=True):
         right["background"].append(v.background == bg)
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: t2vzero.json)")
     p.add_argument("--grid", type=Path, default=None, help="also save the samples as a PNG grid")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--turned", action="store_true", help="judge squares and triangles at any angle (for a model "
+                   "trained on the 'camera' or 'framed' data world, which turns half of them)")
     args = p.parse_args(argv)
     try:
         if not (args.model_dir / "model_index.json").is_file():
@@ -134,7 +138,7 @@ def _run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    r = evaluate(args.model_dir, args.n, args.seed, args.steps, args.guidance, args.grid)
+    r = evaluate(args.model_dir, args.n, args.seed, args.steps, args.guidance, args.grid, args.turned)
     print(f"background {r['background']:.1%}  object colour {r['colour']:.1%}  shape {r['shape']:.1%}  "
           f"all {r['all']:.1%}  no object {r['no_object']:.1%}  (n={r['n']}, {r['num_inference_steps']} DDIM "
           f"steps, guidance {r['guidance_scale']})")

@@ -405,7 +405,8 @@ def _world(name: str) -> str:
     parts = [f"{w.min_size * 100:.0f}-{w.max_size * 100:.0f} % of the frame side",
              f"{w.turned * 100:.0f} % of squares and triangles turned to a random angle" if w.turned
              else "triangles upright",
-             f"reaching up to {w.outside * 100:.0f} % of its size past the frame's edge" if w.outside
+             (f"reaching up to {w.outside * 100:.0f} % of its size past the frame's edge"
+              + (f" in {w.crossing * 100:.0f} % of the images" if w.crossing < 1 else "")) if w.outside
              else "fully inside the frame"]
     return ", ".join(parts)
 
@@ -449,8 +450,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dec-lr", type=POSITIVE, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--world", choices=sorted(data.WORLDS), default="classic",
-                   help="what the images show: 'classic' (the shipped model) or 'camera' (larger, turned shapes "
-                   "reaching past the edge, for zoom and rotation paths)")
+                   help="what the images show: 'classic' (the 8x8-latent model's), 'camera' (larger, turned shapes "
+                   "reaching past the edge, for zoom and rotation paths) or 'framed' (camera's shapes, 70 %% kept "
+                   "whole)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--ae-steps", type=STEPS, default=2200)
     p.add_argument("--ae-minutes", type=POSITIVE, default=24.0, help="wall-clock cap of the VAE phase")
