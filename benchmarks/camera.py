@@ -58,6 +58,8 @@ def table(zoom: dict, pan: dict, rotate: dict) -> list[str]:
         f"| | | | largest distance from the path (median) | {median(pan['errors'], '.1f')} px | |",
         f"| `rotate:6` (squares, triangles) | {kept(rotate)} | {pct(rotate['identity'])} | orientation within 10° "
         f"of the path's in every frame | {pct(rotate['follows'])} | follows |",
+        f"| | | | the same, over the {rotate['whole']} videos whose frame-1 object is whole (not at the edge) | "
+        f"{pct(rotate['follows_whole'])} | |",
         f"| | | | turned by frame 8 (median; path {rotate['target']:.0f}°) | {median(rotate['turned'], '.1f')}° | |",
         f"| | | | centroid within 8 px of the turn's arc (median arc {median(rotate['arc_length'], '.1f')} px)"
         f" | {pct(rotate['arc_follows'])} | |",

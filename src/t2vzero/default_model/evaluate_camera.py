@@ -155,6 +155,13 @@ def turn_errors(video: np.ndarray, shape: str, degrees: float) -> np.ndarray | N
     return (turned - want + period / 2) % period - period / 2
 
 
+def touches_edge(mask: np.ndarray | None) -> bool:
+    """Whether a judged object mask reaches the frame's edge (so the object may be cut); True for no object."""
+    if mask is None:
+        return True
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+
+
 def identity_kept(run: Run) -> list[bool]:
     """Per video: the prompt's colour and shape in every frame."""
     out = []
@@ -218,8 +225,14 @@ def measure_rotate(pipe: Any, n: int = 24, seed: int = 0, spec: str = ROTATE, **
     # How far the turn carries each object's centroid: a centroid that stayed put would be off by this much.
     carried = [float(np.hypot(*(expected_centroids(run.motion, v[0].centroid, len(v), size)[-1] - v[0].centroid)))
                for v in run.verdicts if v[0].found]
+    follows = [e is not None and np.abs(e).max() <= ANGLE_TOLERANCE for e in errors]
+    # A cut silhouette's orientation is ambiguous even on labelled images (a triangle's corner reads as another
+    # corner), so the share is also given over the videos whose frame-1 object is whole.
+    whole = [not touches_edge(object_mask(v[0])) for v in run.videos]
     return {**_summary(run), "arc_follows": float(np.mean([e is not None and e <= PAN_TOLERANCE for e in arcs])),
             "arc_errors": [e for e in arcs if e is not None], "arc_length": carried,
-            "follows": float(np.mean([e is not None and np.abs(e).max() <= ANGLE_TOLERANCE for e in errors])),
+            "follows": float(np.mean(follows)), "whole": int(sum(whole)),
+            "follows_whole": float(np.mean([f for f, w in zip(follows, whole, strict=True) if w])) if any(whole)
+            else float("nan"),
             "mean_error": float(np.mean([np.abs(e[1:]).mean() for e in found])) if found else float("nan"),
             "turned": [float(last + e[-1]) for e in found], "target": last}
