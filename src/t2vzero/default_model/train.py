@@ -450,7 +450,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dec-lr", type=POSITIVE, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--world", choices=sorted(data.WORLDS), default="classic",
-                   help="what the images show: 'classic' (the 8x8-latent model's), 'camera' (larger, turned shapes "
+                   help="what the images show: 'classic' (the shipped model's), 'camera' (larger, turned shapes "
                    "reaching past the edge, for zoom and rotation paths) or 'framed' (camera's shapes, 70 %% kept "
                    "whole)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
