@@ -98,6 +98,35 @@ def test_single_file_safetensors_loads_offline_with_a_config_folder(tiny, tiny_m
     assert code == 0 and out.is_file(), capsys.readouterr().err
 
 
+def test_every_video_command_takes_a_single_file_with_its_config(tiny, tiny_model_dir, image_path, tmp_path, capsys):
+    from clips import moving_square
+    from ldm_format import save_ldm_checkpoint
+    from t2vzero.cli import run
+    from t2vzero.video import write_video
+
+    path = tmp_path / "tiny-sd.safetensors"
+    save_ldm_checkpoint(tiny, path)
+    clip = write_video(moving_square(3, 48, 64, top=12, side=20, left=4, step=5, colour=(220, 40, 40), ground=240),
+                       tmp_path / "clip/", fps=8)
+    fast = ["--model", str(path), "--config", str(tiny_model_dir), "--steps", "4"]
+    for i, args in enumerate((["animate", str(image_path), "a red square", "--frames", "2"],
+                              ["restyle", str(clip), "a blue square", "--resolution", "64"])):
+        out = tmp_path / f"{i}.gif"
+        code = run([*args, *fast, "-o", str(out)])
+        assert code == 0 and out.is_file(), (args[0], capsys.readouterr().err)
+    for command in ("control", "edit"):  # the same loading options (their runs need a ControlNet or an 8-channel UNet)
+        assert run([command, "--help"]) == 0 and "--config" in capsys.readouterr().out
+    # Without it, offline, the fix named is an option the command has; a folder needs none.
+    code = run(["animate", str(image_path), "x", "--model", str(path), "-o", str(tmp_path / "n.gif")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.splitlines()[-1].startswith("error:") and "needs --config" in err.splitlines()[-1], err
+    code = run(["restyle", str(clip), "x", "--model", str(tiny_model_dir), "--config", str(tiny_model_dir),
+                "-o", str(tmp_path / "n.gif")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--config only applies to a single-file" in err, err
+    assert not (tmp_path / "n.gif").exists()
+
+
 def test_one_lora_may_be_given_as_a_string_or_path(tiny_model_dir, lora_file):
     as_list = video(TextToVideoZero.from_pretrained(str(tiny_model_dir), lora=[str(lora_file)]))
     for one in (str(lora_file), lora_file, [lora_file]):

@@ -247,7 +247,9 @@ KEY = {"frame": 0, "dx": 0, "dy": 0, "zoom": 1, "rotate": 0}
     ([{**KEY, "frame": 2}], "first keyframe must be frame 0"),
     ([{"frame": 0, "dx": 0, "dy": 0, "zoom": 1}], "exactly the fields frame, dx, dy, zoom, rotate"),
     ([{**KEY, "spin": 3}], "exactly the fields"),
-    ([{**KEY, "zoom": 0}], "zoom must be > 0"),
+    ([{**KEY, "zoom": 0}], "zoom is 0; it is a total scale"),
+    ([{**KEY, "zoom": 1e-320}], "must be from 0.0001 to 10000"), ([{**KEY, "zoom": 1e5}], "must be from 0.0001"),
+    ([{**KEY, "dx": 10 ** 400}], "dx must be a finite number, got an integer of 401 digits"),
     ([{**KEY, "dx": "left"}], "dx must be a number"),
     ([{**KEY, "rotate": float("nan")}], "rotate must be a finite"),
     ([], "non-empty JSON list"), ({"frame": 0}, "non-empty JSON list"), ([3], "exactly the fields"),
@@ -291,6 +293,7 @@ def test_flow_files_load_resample_to_the_latent_grid_and_are_checked(tmp_path):
 @pytest.mark.parametrize("array,match", [
     (np.zeros((3, 3, 8, 8)), "shape"), (np.zeros((2, 8, 8)), "shape"), (np.zeros((0, 2, 8, 8)), "shape"),
     (np.full((1, 2, 8, 8), np.nan), "NaN"), (np.array([[[["a"]], [["b"]]]]), "not real numbers"),
+    (np.full((1, 2, 8, 8), 1e300), "beyond float32's range"),  # finite in float64, infinite once stored as float32
 ])
 def test_bad_flow_files_are_one_line_errors(tmp_path, array, match):
     np.save(tmp_path / "flow.npy", array)
@@ -347,3 +350,25 @@ def test_a_path_writes_itself_back_in_the_grammar():
         assert parse_motion(spec).spec == spec and parse_motion(parse_motion(spec).spec) == parse_motion(spec)
     assert parse_motion("12,12").spec == "pan:12,12"
     assert Keyframes(()).spec == "keyframes"
+
+
+def test_paths_too_extreme_to_compute_are_refused_and_strong_but_sane_ones_are_not():
+    # A zoom's total scale is bounded (x10^4 either way), not its rate: 1.03 over 300 frames is x7098.
+    check_motion(Zoom(1.03), 300, (64, 64))
+    cases = ((Zoom(1e300), 40, "beyond x10000 either way"), (Zoom(1e-300), 3, "beyond x10000"),
+             (Zoom(3.0), 40, r"3\^39 over 40 frames"), (Zoom(-1.0), 3, "finite scale per frame > 0"),
+             (as_motion("zoom:1.02+pan:1e308,1e308"), 3, "overflows by frame 1"),
+             (AffineFunction(lambda k: [[1e308, 0, 0], [0, 1, 0]]), 3, None))
+    for motion, frames, match in cases:
+        if match is None:  # finite maps of any size are the function's own business: taken as they are
+            check_motion(motion, frames, (64, 64))
+            continue
+        with pytest.raises(UserError, match=match) as err:
+            check_motion(motion, frames, (64, 64))
+        assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="integer of 401 digits"):
+        as_motion((10 ** 400, 0))
+    # What the check lets through warps to finite latents without warnings (the refused ones gave inf/NaN maps).
+    with np.errstate(all="raise"):
+        out = warp_latents(torch.randn(40, 4, 8, 8), Zoom(1.26), list(range(40)), (64, 64))
+    assert torch.isfinite(out).all()

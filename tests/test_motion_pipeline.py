@@ -174,3 +174,28 @@ def test_bad_camera_paths_are_one_line_exit_2_before_loading_weights(capsys, tmp
     if args[0] == "--motion" and "contradict" not in match:
         assert "the grammar: DX,DY | pan:DX,DY" in err
     assert out == "" and os.listdir(work) == []
+
+
+def test_a_flow_of_another_size_is_refused_before_loading_when_the_size_comes_from_the_model_or_image(
+        capsys, tmp_path, monkeypatch, tiny_model_dir, image_path):
+    from t2vzero.plan import native_size_before_loading
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("weights were loaded before the flow's size was checked")
+
+    monkeypatch.setattr(TextToVideoZero, "from_pretrained", classmethod(no_loading))
+    native = native_size_before_loading(str(tiny_model_dir))
+    np.save(tmp_path / "flow.npy", np.zeros((2, 2, native[1] + 8, native[0]), np.float32))
+    code, _out, err = cli(capsys, "generate", "a red circle", "--model", str(tiny_model_dir), "--frames", "3",
+                         "--motion-file", str(tmp_path / "flow.npy"), "-o", str(tmp_path / "v.mp4"))
+    assert code == 2 and f"but the video is {native[0]}x{native[1]}" in err and err.count("\n") == 1, err
+    # animate's size is its image's (64x48) fitted to --resolution; its error names no option it lacks (--size).
+    np.save(tmp_path / "square.npy", np.zeros((2, 2, 64, 64), np.float32))
+    code, _out, err = cli(capsys, "animate", str(image_path), "x", "--model", str(tiny_model_dir), "--frames", "3",
+                         "--resolution", "64", "--motion-file", str(tmp_path / "square.npy"),
+                         "-o", str(tmp_path / "a.mp4"))
+    assert code == 2 and "the flow is 64x64 but the video is 64x48" in err and "--size" not in err, err
+    code, _out, err = cli(capsys, "animate", str(image_path), "x", "--model", str(tiny_model_dir), "--frames", "40",
+                         "--motion", "zoom:1e10", "-o", str(tmp_path / "z.mp4"))  # overflowed with a traceback
+    assert code == 2 and "beyond x10000 either way" in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.npy", "square.npy"]

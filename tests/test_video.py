@@ -127,3 +127,43 @@ def test_contact_sheet_enlarges_small_frames_nearest(tmp_path):
     assert np.array_equal(sheet[:144, :192], video[0].repeat(3, axis=0).repeat(3, axis=1))
     same = np.asarray(Image.open(contact_sheet([video], tmp_path / "same.png", min_side=48)))
     assert same.shape == (48, 64 * 3, 3)
+
+
+def test_frames_and_images_are_read_as_a_viewer_shows_them(tmp_path):
+    """Frame folders numbered without padding (ffmpeg's %d.png) keep their order; 16-bit greyscale is scaled,
+    not clipped to white; an EXIF orientation (phone photos) is applied, to the size read from the header too."""
+    from PIL import Image
+
+    from t2vzero.inputs import clip_shape, read_image
+    from t2vzero.modes.image2video import check_image
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for i in range(1, 12):
+        Image.fromarray(np.full((16, 24, 3), 20 * i, np.uint8)).save(plain / f"{i}.png")
+    frames, _ = read_video(plain)
+    assert [int(f[0, 0, 0]) // 20 for f in frames] == list(range(1, 12))
+
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for i, value in enumerate((0, 30000, 65535)):
+        Image.fromarray(np.full((16, 24), value, np.uint16)).save(wide / f"{i:03d}.png")
+    frames, _ = read_video(wide)
+    assert [int(f[0, 0, 0]) for f in frames] == [0, round(30000 / 257), 255] and frames.shape[-1] == 3
+    gradient = tmp_path / "g16.png"
+    Image.fromarray(np.linspace(0, 65535, 16 * 24).reshape(16, 24).astype(np.uint16)).save(gradient)
+    assert abs(read_image(gradient).mean() - 127.5) < 1
+
+    turned = tmp_path / "turned"
+    turned.mkdir()
+    photo = np.zeros((16, 24, 3), np.uint8)
+    photo[:, :4] = 255  # a white left edge: stored landscape, shown portrait with the edge on top (orientation 6)
+    image = Image.fromarray(photo)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(turned / "0.png", exif=exif.tobytes())
+    shown = read_image(turned / "0.png")
+    assert shown.shape == (24, 16, 3) and shown[:2].mean() > 200 and shown[-2:].mean() < 50
+    assert clip_shape(turned)[1] == (16, 24) and read_video(turned)[0].shape == (1, 24, 16, 3)
+    with Image.open(turned / "0.png") as pil:  # the API's PIL input too
+        assert np.array_equal(check_image(pil, 8), shown)

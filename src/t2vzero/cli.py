@@ -67,6 +67,8 @@ def _speed_options(fn: Any) -> Any:
 def _load_options(fn: Any) -> Any:
     """Where and how the weights load, for every video command."""
     options = [
+        click.option("--config", "model_config", default=None,
+                     help="Diffusers folder or hub id with the component configs of a single-file checkpoint."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
         click.option("--dtype", default="auto", show_default=True,
                      help="auto (fp16 on GPU, fp32 on CPU), float32, float16, bfloat16."),
@@ -94,8 +96,6 @@ def main() -> None:
 @main.command()
 @click.argument("prompt")
 @click.option("--model", default=None, help="Diffusers folder, .safetensors file or hub id [default: built-in model].")
-@click.option("--config", "model_config", default=None,
-              help="Diffusers folder or hub id with the component configs of a single-file checkpoint.")
 @click.option("--negative", default="", help="Negative prompt.")
 @click.option("--prompt-2", "prompt_2", default=None, help="SDXL: the prompt for the second text encoder "
               "[default: PROMPT].")

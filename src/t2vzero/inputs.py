@@ -8,7 +8,7 @@ import numpy as np
 
 from .checks import MAX_SIDE, check_finite
 from .errors import UserError
-from .video import VideoSource, open_video
+from .video import VideoSource, open_video, pil_rgb
 
 ANNOTATORS = ("canny", "depth", "pose")
 
@@ -185,7 +185,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise UserError(f"image {src} does not exist or is not a file")
     try:
         with Image.open(src) as image:
-            arr = np.asarray(image.convert("RGB"))
+            arr = pil_rgb(image)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{src} is not a readable image ({reason}); give a PNG, JPEG, WebP or BMP file") from None

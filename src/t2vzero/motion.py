@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 REFERENCE_GRID = 512
 GRAMMAR = "DX,DY | pan:DX,DY | zoom:F | rotate:DEG, parts joined by '+' (e.g. zoom:1.02+pan:4,0)"
 KEY_FIELDS = ("frame", "dx", "dy", "zoom", "rotate")
+# The largest total scale (either way) a path may reach from frame 1. Far before it every pixel of a frame samples
+# one latent pixel of frame 1 (or frame 1 shrinks to a speck); far beyond it the powers overflow to inf/NaN maps.
+MAX_TOTAL_ZOOM = 1e4
 
 
 class Motion:
@@ -62,6 +65,11 @@ class Motion:
 
     def check(self, num_frames: int, size: tuple[int, int] | None = None) -> None:
         """Refuse a path that does not fit a video of `num_frames` frames of `size` (when known)."""
+        with np.errstate(all="ignore"):  # huge but finite parts (pan:1e308,0) may overflow once combined
+            for k in range(1, num_frames):
+                if not np.isfinite(self.matrix(k, size or (REFERENCE_GRID, REFERENCE_GRID))).all():
+                    raise UserError(f"motion {self.spec} overflows by frame {k} (its values are too large to "
+                                    "compute with); choose smaller pan, zoom or rotate values")
 
     @property
     def spec(self) -> str:
@@ -93,6 +101,15 @@ class Zoom(Motion):
     def matrix(self, frame: int, size: tuple[int, int]) -> np.ndarray:
         scale = self.factor ** frame
         return _about_centre(np.eye(2) / scale, size)
+
+    def check(self, num_frames: int, size: tuple[int, int] | None = None) -> None:
+        if not (math.isfinite(self.factor) and self.factor > 0):
+            raise UserError(f"zoom must be a finite scale per frame > 0 (1.03 zooms in, 0.97 out), got {self.factor}")
+        if abs(math.log(self.factor)) * max(num_frames - 1, 0) > math.log(MAX_TOTAL_ZOOM):
+            raise UserError(f"motion zoom:{self.factor:g} scales the content by {self.factor:g}^{num_frames - 1} over "
+                            f"{num_frames} frames, beyond x{MAX_TOTAL_ZOOM:g} either way; choose a factor nearer 1 "
+                            "(1.03 zooms in, 0.97 out)")
+        super().check(num_frames, size)
 
     @property
     def spec(self) -> str:
@@ -128,6 +145,7 @@ class Combined(Motion):
     def check(self, num_frames: int, size: tuple[int, int] | None = None) -> None:
         for part in self.parts:
             part.check(num_frames, size)
+        super().check(num_frames, size)
 
     @property
     def spec(self) -> str:
@@ -179,6 +197,7 @@ class Keyframes(Motion):
         if last > num_frames - 1:
             raise UserError(f"the keyframe at frame {last} is out of range: the video's frames are 0..{num_frames - 1}"
                             f"; drop it or generate {last + 1} frames")
+        super().check(num_frames, size)
 
 
 @dataclass(frozen=True, eq=False)
@@ -197,7 +216,7 @@ class Flow(Motion):
                             f"{num_frames - 1} (shape (frames-1, 2, H, W)); generate {n + 1} frames")
         if size is not None and (w, h) != tuple(size):
             raise UserError(f"the flow is {w}x{h} but the video is {size[0]}x{size[1]}; give a flow of the output "
-                            f"size (shape ({n}, 2, {size[1]}, {size[0]})) or --size {w}x{h}")
+                            f"size: shape ({n}, 2, {size[1]}, {size[0]})")
 
 
 @dataclass(frozen=True)
@@ -272,6 +291,8 @@ def _finite(value: Any, what: str) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise UserError(f"{what} must be a number, got {value!r}") from None
+    except OverflowError:  # an int beyond float64's range
+        raise UserError(f"{what} must be a finite number, got an integer of {len(str(abs(value)))} digits") from None
     if not math.isfinite(number):
         raise UserError(f"{what} must be a finite number, got {value}")
     return number
@@ -360,8 +381,9 @@ def parse_keyframes(data: Any, source: str = "keyframes") -> Keyframes:
         if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
             raise UserError(f"{source}: keyframe {i} has frame {frame!r}, out of range: frames are whole numbers >= 0")
         values = {f.name: _finite(item[f.name], f"{source}: keyframe {i}'s {f.name}") for f in fields(Key)[1:]}
-        if values["zoom"] <= 0:
-            raise UserError(f"{source}: keyframe {i}'s zoom must be > 0 (a total scale; 1 is none)")
+        if not 1 / MAX_TOTAL_ZOOM <= values["zoom"] <= MAX_TOTAL_ZOOM:
+            raise UserError(f"{source}: keyframe {i}'s zoom is {values['zoom']:g}; it is a total scale (1 is none) "
+                            f"and must be from {1 / MAX_TOTAL_ZOOM:g} to {MAX_TOTAL_ZOOM:g}")
         keys.append(Key(frame, **values))
     frames = [k.frame for k in keys]
     if frames[0] != 0:
@@ -379,9 +401,11 @@ def _checked_flow(flow: np.ndarray, what: str) -> np.ndarray:
         raise UserError(f"{what} has shape {flow.shape}; a dense flow is (frames-1, 2, H, W) in pixels")
     if not np.issubdtype(flow.dtype, np.number) or np.issubdtype(flow.dtype, np.complexfloating):
         raise UserError(f"{what} holds {flow.dtype}, not real numbers")
-    if not np.isfinite(flow).all():
-        raise UserError(f"{what} holds NaN or infinite values; every displacement must be a finite number of pixels")
-    out = np.array(flow, dtype=np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32's range become inf here and are refused below
+        out = np.array(flow, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise UserError(f"{what} holds NaN or infinite values (or values beyond float32's range); every displacement "
+                        "must be a finite number of pixels")
     out.setflags(write=False)
     return out
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +23,28 @@ from .errors import UserError
 
 VIDEO_SUFFIXES = {".mp4": "libx264", ".webm": "libvpx-vp9", ".gif": None}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+# PIL modes of 16- and 32-bit greyscale (16-bit PNGs, TIFFs): convert("RGB") would clip them, not scale them.
+_WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def pil_rgb(image: Any) -> np.ndarray:
+    """A PIL image as (H, W, 3) uint8 RGB as a viewer shows it: EXIF orientation applied (phone photos), 16-bit
+    greyscale scaled to 0-255."""
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _WIDE_GREY:
+        grey = np.clip(np.round(np.asarray(image, dtype=np.float64) / 257), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
+
+
+def _frame_order(path: Path) -> tuple:
+    """Numbers in a name compare as numbers: 2.png before 10.png (ffmpeg's %d.png), as 002.png before 010.png."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name))
 
 
 def is_frame_dir(path: str | Path) -> bool:
@@ -193,7 +217,7 @@ def open_video(path: str | Path) -> VideoSource:
     if not src.exists():
         raise UserError(f"input {src} does not exist")
     if src.is_dir():
-        files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted((p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_frame_order)
         if not files:
             raise UserError(f"folder {src} holds no image frames (.png/.jpg)")
         return VideoSource(_folder_frames(src, files), None, len(files), _image_size(files[0], src))
@@ -220,7 +244,8 @@ def _image_size(path: Path, folder: Path) -> tuple[int, int]:
 
     try:
         with Image.open(path) as image:
-            return image.size
+            w, h = image.size
+            return (h, w) if image.getexif().get(0x0112) in _TURNED else (w, h)
     except OSError as exc:  # PIL's UnidentifiedImageError included
         raise UserError(f"a frame in {folder} is not a readable image: {exc}") from None
 
@@ -244,7 +269,8 @@ def _folder_frames(src: Path, files: list[Path]) -> Iterator[np.ndarray]:
     shape = None
     for f in files:
         try:
-            frame = np.asarray(Image.open(f).convert("RGB"))
+            with Image.open(f) as image:
+                frame = pil_rgb(image)
         except OSError as exc:  # PIL's UnidentifiedImageError included
             raise UserError(f"a frame in {src} is not a readable image: {exc}") from None
         if shape is not None and frame.shape != shape:

@@ -39,12 +39,13 @@ def _check_clip(p: dict[str, Any]) -> Shape:
     from ..errors import UserError
     from ..inputs import clip_shape, fitted_size
     from ..models import check_dtype_name, check_model
-    from ..options import check_loras, check_speed
+    from ..options import check_loras, check_single_file_config, check_speed
     from ..schedulers import check_scheduler_args, check_steps_before_loading
     from ..video import check_fps
 
     check_scheduler_args(p["scheduler"], p["timestep_spacing"])
-    check_steps_before_loading(p["model"], None, p["steps"])
+    check_single_file_config(p["model"], p["model_config"])
+    check_steps_before_loading(p["model"], p["model_config"], p["steps"])
     check_speed(p)
     if p["chunk_size"] is not None and p["chunk_size"] < 2:
         raise UserError(f"chunk size must be at least 2 (frame 1 plus one more), got {p['chunk_size']}")
@@ -56,7 +57,7 @@ def _check_clip(p: dict[str, Any]) -> Shape:
                                     max_frames=p["max_frames"], fps=p["fps"])
     check_fps(p["fps"] or rate or CLIP["fps"])
     width, height = fitted_size(size, p["resolution"])
-    check_model(p["model"], allow_pickle=p["allow_pickle"])
+    check_model(p["model"], allow_pickle=p["allow_pickle"], config=p["model_config"])
     return Shape(frames, (width, height), size_option="--resolution")
 
 
@@ -204,8 +205,8 @@ def _splittable(p: dict[str, Any]) -> bool:
     return p["compat"] == "t2vzero"
 
 
-_LOADS = frozenset({"model", "device", "dtype", "lora", "allow_pickle", "compile", "channels_last", "vae_tiling",
-                    "offload"})
+_LOADS = frozenset({"model", "model_config", "device", "dtype", "lora", "allow_pickle", "compile", "channels_last",
+                    "vae_tiling", "offload"})
 _SAMPLING = frozenset({"seed", "negative", "chunk_size", "compat", "scheduler", "timestep_spacing", "tome",
                        "cache_interval", "steps", "guidance", "fps"})
 _CLIP = frozenset({"input_video", "start", "end", "every", "max_frames", "resolution"})

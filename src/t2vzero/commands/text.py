@@ -47,6 +47,12 @@ def check_generate(p: dict[str, Any]) -> Shape:
     check_dtype_name(p["dtype"])
     check_speed(p)
     check_model(p["model"], allow_pickle=p["allow_pickle"], config=p["model_config"])
+    if camera is not None and not p["size"]:  # a flow's size against the model's native one, still before loading
+        from ..plan import native_size_before_loading
+
+        native = native_size_before_loading(p["model"], p["model_config"])
+        if native is not None:
+            camera.check(p["frames"], native)
     return Shape(p["frames"], (width, height) if p["size"] else None)
 
 
@@ -121,7 +127,14 @@ def check_animate(p: dict[str, Any]) -> Shape:
     from ..errors import UserError
     from ..inputs import fitted_size, read_image
     from ..models import check_dtype_name, check_model
-    from ..options import check_loras, check_prompt_text, check_speed, check_t0_t1, motion_from_options
+    from ..options import (
+        check_loras,
+        check_prompt_text,
+        check_single_file_config,
+        check_speed,
+        check_t0_t1,
+        motion_from_options,
+    )
     from ..plan import native_size_before_loading
     from ..schedulers import check_scheduler_args, check_steps_before_loading
     from ..video import check_fps
@@ -137,17 +150,20 @@ def check_animate(p: dict[str, Any]) -> Shape:
                      num_inference_steps=p["steps"] if p["steps"] is not None else 1, chunk_size=p["chunk_size"],
                      num_videos_per_prompt=1, compat="t2vzero")
     check_t0_t1(p["t0"], p["t1"])
+    check_single_file_config(p["model"], p["model_config"])
     if p["resolution"] is not None and not 8 <= p["resolution"] <= MAX_SIDE:
         raise UserError(f"--resolution must be from 8 to {MAX_SIDE}, got {p['resolution']}")
     check_loras(p["lora"])
-    check_steps_before_loading(p["model"], None, p["steps"])
+    check_steps_before_loading(p["model"], p["model_config"], p["steps"])
     check_dtype_name(p["dtype"])
     check_speed(p)
     image = read_image(p["image"])
-    check_model(p["model"], allow_pickle=p["allow_pickle"])
-    native = native_size_before_loading(p["model"])
+    check_model(p["model"], allow_pickle=p["allow_pickle"], config=p["model_config"])
+    native = native_size_before_loading(p["model"], p["model_config"])
     resolution = p["resolution"] or (max(native) if native else None)
     size = fitted_size((image.shape[1], image.shape[0]), resolution) if resolution else None
+    if camera is not None and size is not None:  # now that the image's size is known: a flow must match it
+        camera.check(p["frames"], size)
     return Shape(p["frames"], size, size_option="--resolution")
 
 
@@ -200,8 +216,8 @@ def warn_animate(loaded: Loaded, p: dict[str, Any], image: Any) -> list[str]:
     return notes + prompt_warnings(loaded, p["prompt"], p["negative"])
 
 
-_LOADS = frozenset({"model", "device", "dtype", "lora", "allow_pickle", "compile", "channels_last", "vae_tiling",
-                    "offload"})
+_LOADS = frozenset({"model", "model_config", "device", "dtype", "lora", "allow_pickle", "compile", "channels_last",
+                    "vae_tiling", "offload"})
 _SAMPLING = frozenset({"seed", "negative", "chunk_size", "scheduler", "timestep_spacing", "tome", "cache_interval",
                        "steps", "guidance", "fps", "frames", "motion", "motion_file", "no_motion", "t0", "t1"})
 
@@ -212,7 +228,7 @@ def no_inputs(p: dict[str, Any], needed: Sequence[int] | None = None) -> None:
 
 GENERATE = Mode(
     "generate", check_generate, no_inputs, pipe_key, load_pipe, warn_generate, render_generate,
-    _LOADS | _SAMPLING | {"prompt", "model_config", "prompt_2", "negative_2", "guidance_rescale", "size", "compat",
+    _LOADS | _SAMPLING | {"prompt", "prompt_2", "negative_2", "guidance_rescale", "size", "compat",
                           "no_cross_frame_attention", "smoothing"},
     anchor=anchor_generate, splittable=lambda p: _splittable(p) and p["smoothing"] is None)
 ANIMATE = Mode(

@@ -30,13 +30,14 @@ from ..generate import (
 )
 from ..prompts import upcast_vae
 from ..schedule import alpha_bar_at, ddim_invert, in_sigma_space
+from ..video import pil_rgb
 from .text2video import text_to_video
 
 
 def check_image(image: Any, factor: int) -> np.ndarray:
     """An (H, W, 3) uint8 RGB image (or a PIL image) whose sides are multiples of the VAE factor."""
     if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
-        image = np.asarray(image.convert("RGB"))
+        image = pil_rgb(image)
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         raise UserError(f"the image must be uint8 RGB (0-255), not {arr.dtype}; convert with "
