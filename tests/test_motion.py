@@ -349,6 +349,8 @@ def test_a_path_writes_itself_back_in_the_grammar():
     for spec in ("pan:12,-4", "zoom:1.03", "rotate:-2.5", "zoom:1.02+pan:4,0+rotate:3"):
         assert parse_motion(spec).spec == spec and parse_motion(parse_motion(spec).spec) == parse_motion(spec)
     assert parse_motion("12,12").spec == "pan:12,12"
+    for path in (Zoom(1.0000001), Rotate(1 / 3), Pan(1e-9, -123456.789)):  # exactly, not to 6 digits
+        assert parse_motion(path.spec) == path
     assert Keyframes(()).spec == "keyframes"
 
 

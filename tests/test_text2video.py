@@ -127,7 +127,8 @@ def test_latents_at_t1_translate_frame_one_and_renoise(tiny):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(video_length=0), "frames"), (dict(height=60), "multiples of 8"), (dict(width=0), "multiples of 8"),
+    (dict(video_length=0), "frames"), (dict(video_length=3.0), r"whole number \(got 3\.0\)"),
+    (dict(height=60), "multiples of 8"), (dict(width=0), "multiples of 8"),
     (dict(num_inference_steps=0), "steps"), (dict(chunk_size=1), "chunk"), (dict(t0=941, t1=881), "t0"),
     (dict(t1=1000), "t0"), (dict(num_inference_steps=5000), "1000 or fewer"), (dict(compat="x"), "compat"),
     (dict(guidance_scale=float("nan")), "finite"), (dict(motion=(float("inf"), 0.0)), "finite"),

@@ -22,7 +22,8 @@ def check_video_args(*, video_length: int, height: int, width: int, num_inferenc
                      chunk_size: int | None, num_videos_per_prompt: int, compat: str) -> None:
     """Reject bad generation arguments with a message that says how to fix them."""
     if isinstance(video_length, bool) or not isinstance(video_length, numbers.Integral) or video_length < 1:
-        raise UserError(f"frames must be at least 1 (got {video_length}); use --frames 8 for example")
+        raise UserError(f"frames must be at least 1 and a whole number (got {video_length!r}); use --frames 8 for "
+                        "example")
     if height <= 0 or width <= 0 or height % 8 or width % 8:
         raise UserError(f"size {width}x{height} must be positive multiples of 8; e.g. --size 512x512")
     if max(height, width) > MAX_SIDE:

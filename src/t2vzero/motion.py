@@ -89,7 +89,7 @@ class Pan(Motion):
 
     @property
     def spec(self) -> str:
-        return f"pan:{self.dx:g},{self.dy:g}"
+        return f"pan:{_number(self.dx)},{_number(self.dy)}"
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class Zoom(Motion):
 
     @property
     def spec(self) -> str:
-        return f"zoom:{self.factor:g}"
+        return f"zoom:{_number(self.factor)}"
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class Rotate(Motion):
 
     @property
     def spec(self) -> str:
-        return f"rotate:{self.degrees:g}"
+        return f"rotate:{_number(self.degrees)}"
 
 
 @dataclass(frozen=True)
@@ -244,6 +244,13 @@ class AffineFunction(Motion):
     def check(self, num_frames: int, size: tuple[int, int] | None = None) -> None:
         for k in range(1, num_frames):
             self.matrix(k, size or (512, 512))
+
+
+def _number(value: float) -> str:
+    """The shortest text that reads back as exactly `value` (12, not 12.0; 1.0000001, not 1), so a manifest's
+    spec replays the very same path."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def _translation(tx: float, ty: float) -> np.ndarray:
