@@ -223,3 +223,14 @@ def test_model_outputs_of_every_prediction_type_give_the_noise(kind):
     assert (model_noise(output, x, a, kind) - eps).abs().max() < 1e-5
     with pytest.raises(UserError, match="prediction type"):
         model_noise(output, x, a, "flow")
+
+
+def test_a_size_of_none_is_the_images_as_when_omitted(tiny, latent_output):
+    """None means "the default" throughout the API; for animate (and its anchor) the default size is the image's."""
+    pipe = TextToVideoZero(**tiny)
+    image = square_image()[:48]  # not the model's native 64x64
+    omitted = pipe.animate(image, generator=seeded(7), progress=False, **KW).frames
+    none = pipe.animate(image, generator=seeded(7), progress=False, height=None, width=None, **KW).frames
+    assert omitted.shape[2] == 48 // 8 and np.array_equal(omitted, none)
+    anchor = pipe.anchor("", image=image, height=None, width=None, generator=seeded(7), **KW)
+    assert anchor.size == (64, 48)  # (width, height)

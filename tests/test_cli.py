@@ -161,7 +161,7 @@ def test_models_that_are_not_checkpoints_or_are_pickles(capsys, tmp_path):
     assert not (tmp_path / "v.mp4").exists()
 
 
-@pytest.mark.parametrize("prompt", ["a\x01b", "caf\udce9"])
+@pytest.mark.parametrize("prompt", ["a\x01b", "caf\udce9", "a red circle \ud800"])
 def test_a_prompt_that_is_not_text_is_refused(capsys, tmp_path, prompt):
     code, _, err = cli(capsys, "generate", prompt, "-o", str(tmp_path / "v.mp4"))
     assert code == 2 and "not text" in err

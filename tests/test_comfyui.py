@@ -572,6 +572,10 @@ def test_each_stretch_seeds_its_own_step_noise(sd15):
     sample_video(None, torch.zeros(FRAMES, 4, 8, 8), schedule, {"seed": 40}, inner=Recording(), motion=(0.0, 0.0),
                  t0=500, t1=700, noise=torch.zeros(FRAMES, 4, 8, 8), model_sampling=model_sampling)
     assert calls == [(40, 1), (41, 1), (42, FRAMES)]
+    calls.clear()  # the seed widget's top values wrap within 64 bits (k-diffusion seeds a torch.Generator with them)
+    sample_video(None, torch.zeros(FRAMES, 4, 8, 8), schedule, {"seed": 2**64 - 1}, inner=Recording(),
+                 motion=(0.0, 0.0), t0=500, t1=700, noise=torch.zeros(FRAMES, 4, 8, 8), model_sampling=model_sampling)
+    assert calls == [(2**64 - 1, 1), (0, 1), (1, FRAMES)]
 
 
 def test_oracle_holds_for_a_camera_path(pack, sd15, latent_output):

@@ -105,8 +105,9 @@ def test_eval_without_clip_notes_the_skip_and_runs_the_rest(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,match", [(["missing.mp4"], "does not exist"), (["a.mp4", "b.mp4"], "--compare"),
-                                        (["pan.mp4", "--report", "nodir/r.json"], "does not exist"),
-                                        (["pan.mp4", "--plot", "nodir/p.png"], "does not exist"),
+                                        (["pan.mp4", "--report", "nodir/r.json"], "another --report"),
+                                        (["pan.mp4", "--plot", "nodir/p.png"], "does not exist; create it or "
+                                                                               "choose another --plot"),
                                         (["pan.mp4", "--report", "."], "is a folder")])
 def test_eval_bad_input(tmp_path, capsys, monkeypatch, args, match):
     monkeypatch.chdir(tmp_path)

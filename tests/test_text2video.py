@@ -139,7 +139,7 @@ def test_bad_arguments_are_user_errors(pipe, kwargs, match):
         pipe("a red circle", **{**base, **kwargs})
 
 
-@pytest.mark.parametrize("prompt", [None, 3, b"bytes", [], ["ok", 5]])
+@pytest.mark.parametrize("prompt", [None, 3, b"bytes", [], ["ok", 5], "a red circle \ud800", ["ok", "\udfff"]])
 def test_prompt_must_be_text(pipe, prompt):
     with pytest.raises(UserError, match="prompt"):
         pipe(prompt, video_length=2, height=64, width=64, num_inference_steps=2, progress=False)

@@ -36,7 +36,8 @@ def parse_pair(text: str, sep: str, what: str, cast: Any = float) -> tuple[Any, 
 
 def check_prompt_text(prompt: str) -> str:
     """An empty prompt is a valid unconditional prompt; undecodable bytes or control codes are not text."""
-    if any(0xDC80 <= ord(c) <= 0xDCFF for c in prompt) or any(ord(c) < 32 and c not in "\t\n" for c in prompt):
+    # Surrogates (0xD800-0xDFFF) are no characters: undecodable bytes (0xDC80-0xDCFF) or half of a broken pair.
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in prompt) or any(ord(c) < 32 and c not in "\t\n" for c in prompt):
         raise UserError("the prompt is not text (it holds binary or control characters); pass words in quotes")
     return prompt
 

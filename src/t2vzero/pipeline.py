@@ -136,8 +136,8 @@ class TextToVideoZero:
 
             kwargs["first_frame_latents"] = latents = encode_image(self.components, image)
             factor = vae_factor(self.components["vae"])
-            kwargs.setdefault("height", latents.shape[-2] * factor)
-            kwargs.setdefault("width", latents.shape[-1] * factor)
+            for key, side in (("height", latents.shape[-2] * factor), ("width", latents.shape[-1] * factor)):
+                kwargs[key] = side if kwargs.get(key) is None else kwargs[key]  # None means "the default": the image's
         return anchor_pass(self.components, prompt, **self.generation_args(**kwargs))
 
     def render(self, anchor: Any, frame_ids: Any = None, *, chunk_size: int | None = None) -> VideoOutput:
@@ -169,8 +169,8 @@ class TextToVideoZero:
         arr = check_image(image, vae_factor(self.components["vae"]))
         if "cross_frame_attention" in kwargs:
             kwargs["cross_frame"] = kwargs.pop("cross_frame_attention")
-        kwargs.setdefault("height", arr.shape[0])
-        kwargs.setdefault("width", arr.shape[1])
+        for key, side in (("height", arr.shape[0]), ("width", arr.shape[1])):
+            kwargs[key] = side if kwargs.get(key) is None else kwargs[key]  # None means "the default": the image's
         return image_to_video(self.components, arr, prompt, chunk_size=chunk_size, progress=progress,
                               **self.generation_args(**kwargs))
 

@@ -64,24 +64,25 @@ def check_fps(fps: float) -> float:
 
 
 def check_file_path(path: str | Path, what: str = "output") -> Path:
-    """A file to be written: its folder exists and is writable, and it is not itself a folder."""
+    """A file to be written: its folder exists and is writable, and it is not itself a folder. `what` names it
+    in errors: an option (--report) is also the option the fix names."""
     out = Path(path)
     if not str(path) or out.is_dir():
         raise UserError(f"{what} {str(path)!r} is a folder or empty; give a file name")
-    _check_writable_parent(out)
+    _check_writable_parent(out, what if what.startswith("--") else "--output")
     return out
 
 
-def _check_writable_parent(out: Path) -> None:
+def _check_writable_parent(out: Path, option: str = "--output") -> None:
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
-        raise UserError(f"output folder {parent} does not exist; create it or choose another --output")
+        raise UserError(f"output folder {parent} does not exist; create it or choose another {option}")
     try:  # a real write, since os.access says yes to root even on read-only mounts
         fd, probe = tempfile.mkstemp(prefix=".t2vzero-probe.", dir=parent)
         os.close(fd)
         os.unlink(probe)
     except OSError:
-        raise UserError(f"output folder {parent} is not writable; choose another --output") from None
+        raise UserError(f"output folder {parent} is not writable; choose another {option}") from None
 
 
 def check_output_path(path: str | Path) -> Path:

@@ -111,7 +111,7 @@ def sample_video(model: Any, x: torch.Tensor, sigmas: torch.Tensor, extra_args: 
         # three stretches gets its own seed, so frame 1 never draws the same noise twice along its trajectory.
         args = dict(extra_args)
         if args.get("seed") is not None:
-            args["seed"] = args["seed"] + stretch
+            args["seed"] = (args["seed"] + stretch) % 2**64  # the widget's seeds fill 64 bits: wrap, not overflow
         return _run(inner, model, latents, part, args, _shifted(callback, offset), disable)
 
     frames = x.shape[0]

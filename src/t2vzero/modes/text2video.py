@@ -193,6 +193,9 @@ def check_prompts(prompt: Any, negative_prompt: Any) -> tuple[list[str], list[st
         else list(negative_prompt)
     if len(negatives) != len(prompts) or not all(isinstance(n, str) for n in negatives):
         raise UserError(f"negative_prompt must be text or a list of {len(prompts)} texts (one per prompt)")
+    if any(0xD800 <= ord(c) <= 0xDFFF for text in (*prompts, *negatives) for c in text):  # the tokenizer's TypeError
+        raise UserError("a prompt holds a lone surrogate (half of a broken UTF-16 pair or undecodable bytes), which is "
+                        "not text; pass the words as a proper str")
     return list(prompts), negatives
 
 
