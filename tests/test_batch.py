@@ -79,6 +79,12 @@ BAD_LINES = {
                       "line 2 .*input /no/such.mp4 does not exist"),
     "condition": ({"id": "b", "prompt": "x", "mode": "control", "input": "IN", "controlnet": "cn", "condition": "cany"},
                   "line 2 .*neither canny"),
+    "huge-number": ('{"id": "b", "prompt": "x", "seed": ' + "1" * 5000 + "}", "line 2: JSON this reader refuses"),
+    "too-deep": ("[" * 100000 + "]" * 100000, "line 2: JSON this reader refuses"),
+    "missing-lora": ({"id": "b", "prompt": "x", "lora": "missing.safetensors:0.5"},
+                     "line 2 .*LoRA missing.safetensors does not exist"),
+    "prompt-2-on-sd": ({"id": "b", "prompt": "x", "prompt_2": "y"}, "line 2 .*SDXL's second text encoder"),
+    "surrogate": ({"id": "b", "prompt": "x \ud800"}, "line 2 .*not text"),
 }
 
 
@@ -260,7 +266,10 @@ def test_every_option_of_each_command_is_read_by_its_mode():
         assert set(option_keys(main.commands[mode.command])) >= {"prompt", "seed", "model"}
 
 
-def test_jobs_take_the_commands_option_names_values_and_defaults(tmp_path, tiny_model_dir, square_clip_dir):
+def test_jobs_take_the_commands_option_names_values_and_defaults(tmp_path, tiny_model_dir, square_clip_dir,
+                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.safetensors").write_bytes(b"")  # a LoRA must exist to pass the checks
     jobs = read_jobs(write_jobs(
         tmp_path / "jobs.jsonl",
         {"id": "g", "prompt": "a cat", "frames": 16, "chunk_size": 4, "motion": "8,-4", "background_smoothing": 0.6,
@@ -270,7 +279,7 @@ def test_jobs_take_the_commands_option_names_values_and_defaults(tmp_path, tiny_
         {"mode": "edit", "prompt": "make it blue", "input": str(square_clip_dir), "image_guidance": 2}))
     g, c, e = jobs
     assert (g.params["frames"], g.params["chunk_size"], g.params["smoothing"]) == (16, 4, 0.6)
-    assert g.params["lora"] == ("a.safetensors:0.5",) and g.params["no_cross_frame_attention"] is True
+    assert g.params["lora"] == (str(tmp_path / "a.safetensors:0.5"),) and g.params["no_cross_frame_attention"] is True
     assert g.params["steps"] is None and g.params["seed"] == 0  # the command's defaults
     assert g.options["background_smoothing"] == 0.6 and g.options["lora"] == ["a.safetensors:0.5"]
     assert c.params["controlnets"] == ("a", "b:0.5") and c.params["steps"] == 20  # control's own default
@@ -299,17 +308,20 @@ def test_a_local_batch_loads_each_model_once_records_and_resumes(capsys, tmp_pat
                                                                    square_clip_dir, load_counter):
     edit = {"mode": "edit", "model": str(tiny_pix2pix_dir), "input": str(square_clip_dir), "resolution": 64,
             "steps": 3, "max_frames": 3}
+    junk = tmp_path / "junk.safetensors"  # exists, so it passes the checks; found bad only when loaded
+    junk.write_bytes(b"not a LoRA")
     jobs = write_jobs(tmp_path / "jobs.jsonl",
                       {"id": "a", "prompt": "a red circle", **model, "seed": 1},
                       {"id": "e1", "prompt": "make it blue", **edit},
                       {"id": "b", "prompt": "a blue square", **model, "seed": 2},
-                      {"id": "bad", "prompt": "a square", **model, "prompt_2": "only for SDXL"},
+                      {"id": "bad", "prompt": "a square", **model, "lora": str(junk)},
                       {"id": "e2", "prompt": "make it red", **edit, "seed": 4})
     out = tmp_path / "out"
     code, stdout, err = cli(capsys, "batch", jobs, "-o", out, "--sheet")
     assert code == 1, err
-    assert load_counter == [model["model"], str(tiny_pix2pix_dir)]  # grouped by model: each loaded once
-    assert "4 done, 1 failed, 0 already done" in stdout and "failed: bad (line 4): prompt_2" in stdout
+    # Grouped by what they load: each model once (the bad job's model with its LoRA is a load of its own).
+    assert load_counter == [model["model"], str(tiny_pix2pix_dir), model["model"]]
+    assert "4 done, 1 failed, 0 already done" in stdout and "failed: bad (line 4): " in stdout and "LoRA" in stdout
     assert "done 4, failed 1, left 0" in err  # the progress bar's last state
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["manifest.jsonl", *(f"{i}.mp4" for i in ("a", "b", "e1", "e2")),
@@ -320,7 +332,7 @@ def test_a_local_batch_loads_each_model_once_records_and_resumes(capsys, tmp_pat
     assert (a["status"], a["seed"], a["error"], a["output"], a["attempts"]) == ("done", 1, None, str(out / "a.mp4"), 1)
     assert a["options"]["frames"] == 3 and a["options"]["model"] == model["model"] and a["seconds"] > 0
     assert a["resolved"]["num_inference_steps"] == 3 and a["resolved"]["t0"] is not None and a["host"]
-    assert records["bad"]["status"] == "failed" and "prompt_2" in records["bad"]["error"]
+    assert records["bad"]["status"] == "failed" and "LoRA" in records["bad"]["error"]
     assert frames_of(out / "e1.mp4").shape == (3, 48, 64, 3)
     resolved = records["e1"]["resolved"]  # what the edit ran with, the model's sampler named
     assert (resolved["num_inference_steps"], resolved["guidance_scale"], resolved["image_guidance_scale"]) == \
@@ -634,3 +646,42 @@ def test_which_jobs_are_split_over_workers(tmp_path):
     assert {job.id: split(job) for job in jobs} == {"split": [[0, 1, 2], [3, 4], [5, 6]], "smoothing": None,
                                                      "compat": None, "short": None, "whole": None}
     assert Cluster(None, 1, 0.0, 1.0, owned=False).splitter()(jobs[0]) is None  # one worker: nothing to gain
+
+
+def test_jobs_lines_split_at_newlines_only_and_a_byte_order_mark_is_skipped(tmp_path):
+    prompt = "a red circle\u2028on a blue\x85background"  # what str.splitlines() would split
+    line = json.dumps({"id": "a", "prompt": prompt}, ensure_ascii=False)
+    path = tmp_path / "jobs.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (line + "\r\n" + json.dumps({"id": "b", "prompt": "x"}) + "\n").encode())
+    jobs = read_jobs(path)
+    assert [j.id for j in jobs] == ["a", "b"] and jobs[0].params["prompt"] == prompt
+
+
+def test_outputs_that_would_collide_or_clobber_are_refused_before_anything_runs(capsys, tmp_path, model):
+    out = tmp_path / "out"
+    (out / "manifest.jsonl").mkdir(parents=True)
+    jobs = write_jobs(tmp_path / "jobs.jsonl", {"id": "a", "prompt": "x", **model})
+    code, _, err = cli(capsys, "batch", jobs, "-o", out)
+    assert code == 2 and "manifest.jsonl is not a file" in err and err.count("\n") == 1, err
+    (out / "manifest.jsonl").rmdir()
+    for pair, fmt, match in (((("a", "x"), ("a_sheet.png", "y")), "frames", "its output a_sheet.png would also be "
+                              "line 1's (a)"), ((("manifest.jsonl", "x"),), "frames", "the batch's manifest")):
+        jobs = write_jobs(tmp_path / "jobs.jsonl", *({"id": i, "prompt": p, **model} for i, p in pair))
+        code, _, err = cli(capsys, "batch", jobs, "-o", out, "--format", fmt, "--sheet")
+        assert code == 2 and match in err and err.count("\n") == 1, err
+    # A folder this batch did not write is neither overwritten nor deleted (the command line refuses it too) ...
+    (out / "clip").mkdir()
+    (out / "clip" / "0001.png").write_bytes(b"mine")
+    jobs = write_jobs(tmp_path / "jobs.jsonl", {"id": "clip", "prompt": "x", **model})
+    code, _, err = cli(capsys, "batch", jobs, "-o", out, "--format", "frames")
+    assert code == 2 and "exists and this batch did not write it" in err, err
+    assert os.listdir(out / "clip") == ["0001.png"] and sorted(os.listdir(out)) == ["clip"]
+    # ... while its own output is replaced on a rerun with other options, and a dotted id names a folder of frames.
+    (out / "clip" / "0001.png").unlink()
+    (out / "clip").rmdir()
+    jobs = write_jobs(tmp_path / "jobs.jsonl", {"id": "cat.v2", "prompt": "x", **model})
+    assert cli(capsys, "batch", jobs, "-o", out, "--format", "frames")[0] == 0
+    assert sorted(os.listdir(out / "cat.v2")) == ["0000.png", "0001.png", "0002.png"]
+    jobs = write_jobs(tmp_path / "jobs.jsonl", {"id": "cat.v2", "prompt": "x", **model, "frames": 2})
+    code, _, err = cli(capsys, "batch", jobs, "-o", out, "--format", "frames")
+    assert code == 0 and sorted(os.listdir(out / "cat.v2")) == ["0000.png", "0001.png"], err

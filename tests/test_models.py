@@ -164,3 +164,16 @@ def test_a_tokenizer_without_a_length_uses_the_text_encoders(tiny):
     tokenizer.model_max_length = int(1e30)  # what transformers sets when a tokenizer config has no length
     out = video(TextToVideoZero(**{**tiny, "tokenizer": tokenizer}))
     assert np.abs(out - video(TextToVideoZero(**tiny))).max() < 1e-6
+
+
+def test_a_junk_safetensors_header_is_unreadable_not_a_memory_error(tmp_path):
+    from t2vzero.models import safetensors_header
+
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a LoRA")  # its first 8 bytes read as a header length of ~7e18
+    assert safetensors_header(junk) is None
+    good = tmp_path / "good.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2, 3)}, str(good))
+    assert safetensors_header(good)["w"]["shape"] == [2, 3]

@@ -23,6 +23,7 @@ from .commands import MODES, Rendered
 from .errors import UserError
 from .jobs import Job, parse_job
 from .stops import Stopped, stop_code
+from .video import VIDEO_SUFFIXES
 
 MANIFEST = "manifest.jsonl"
 FORMATS = {"mp4": ".mp4", "webm": ".webm", "gif": ".gif", "frames": ""}  # "frames": a folder of PNGs
@@ -36,16 +37,18 @@ def read_jobs(path: str | Path, *, force: bool = False, ray: str | None = None) 
         raise UserError(f"jobs file {src} does not exist (or is a folder); give a JSONL file, one job a line")
     jobs, seen = [], {}
     try:
-        text = src.read_text(encoding="utf-8")
+        text = src.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark (Windows editors) is skipped
     except UnicodeDecodeError:
         raise UserError(f"jobs file {src} is not UTF-8 text") from None
-    for line, raw in enumerate(text.splitlines(), 1):
+    for line, raw in enumerate(json_lines(text), 1):
         if not raw.strip():
             continue
         try:
             record = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise UserError(f"line {line}: not JSON ({exc.msg} at column {exc.colno})") from None
+        except (ValueError, RecursionError) as exc:  # a number of over 4300 digits, arrays nested too deep
+            raise UserError(f"line {line}: JSON this reader refuses ({one_line(exc)[:120]})") from None
         job = parse_job(record, line, force=force, ray=ray)
         if job.id in seen:
             raise UserError(f"line {line}: id {job.id!r} repeats line {seen[job.id]}; give every job its own id")
@@ -54,6 +57,12 @@ def read_jobs(path: str | Path, *, force: bool = False, ray: str | None = None) 
     if not jobs:
         raise UserError(f"jobs file {src} holds no jobs")
     return jobs
+
+
+def json_lines(text: str) -> list[str]:
+    """JSON Lines split at newlines only: str.splitlines() would also split inside strings at U+2028, U+0085 and
+    the like, which JSON writes raw (json.dumps(..., ensure_ascii=False))."""
+    return [raw.removesuffix("\r") for raw in text.split("\n")]
 
 
 def check_out_dir(out: str | Path) -> Path:
@@ -65,6 +74,10 @@ def check_out_dir(out: str | Path) -> Path:
     existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"cannot write to {existing}, so not to output folder {folder}; choose another -o")
+    manifest = folder / MANIFEST
+    if manifest.exists() and not manifest.is_file():
+        raise UserError(f"{manifest} is not a file, so the manifest cannot be kept there; move it away or choose "
+                        "another -o")
     return folder
 
 
@@ -86,10 +99,10 @@ class Manifest:
         except UnicodeDecodeError:
             raise UserError(f"{self.path} is not UTF-8 text, so not a t2vzero manifest; move it away or choose "
                             "another -o") from None
-        for raw in text.splitlines():
+        for raw in json_lines(text):
             try:
                 record = json.loads(raw)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 continue  # a line cut short by a stop, or not ours
             if isinstance(record, dict) and isinstance(record.get("id"), str):
                 self.records[record["id"]] = record
@@ -120,6 +133,32 @@ def output_path(folder: Path, job: Job, suffix: str) -> Path:
 
 def sheet_file(folder: Path, job: Job) -> Path:
     return folder / f"{job.id}_sheet.png"
+
+
+def check_outputs(jobs: Sequence[Job], todo: Sequence[Job], folder: Path, suffix: str, sheet: bool,
+                  manifest: Manifest) -> None:
+    """Refuse, before anything runs, outputs that would collide: two jobs (or a job and the manifest) writing one
+    name, or a job to run whose output path holds something this batch did not write there (the manifest does not
+    record it as that job's output) that writing would delete: a folder with files, or a file where frames go."""
+    owners: dict[str, Job | None] = {MANIFEST: None}
+    for job in jobs:
+        for path in (output_path(folder, job, suffix), *([sheet_file(folder, job)] if sheet else [])):
+            if path.name in owners:
+                other = owners[path.name]
+                what = "the batch's manifest" if other is None else f"line {other.line}'s ({other.id})"
+                raise UserError(f"line {job.line} ({job.id}): its output {path.name} would also be {what}; give "
+                                "the job another id")
+            owners[path.name] = job
+    for job in todo:
+        path = output_path(folder, job, suffix)
+        written = (manifest.records.get(job.id) or {}).get("output")
+        if written is not None and Path(written).name == path.name:
+            continue  # this job's own earlier output: a rerun replaces it
+        full_folder = path.is_dir() and any(path.iterdir())
+        file_for_frames = suffix == "" and path.exists() and not path.is_dir()
+        if full_folder or file_for_frames:
+            raise UserError(f"line {job.line} ({job.id}): {path} exists and this batch did not write it (not in "
+                            f"its manifest), so it is not replaced; move it away or choose another -o")
 
 
 # --- work units and the worker that runs them -------------------------------------------------------------------
@@ -329,8 +368,10 @@ class Collector:
         from .commands.common import write_outputs
 
         path, sheet = self.outputs(job)
+        # Frames go to a folder named after the id; the trailing separator says so even where the id has a dot.
+        target = path if path.suffix.lower() in VIDEO_SUFFIXES else f"{path}{os.sep}"
         try:
-            _replacing(path, lambda: write_outputs(rendered, path, sheet))
+            _replacing(path, lambda: write_outputs(rendered, target, sheet))
         except (UserError, OSError) as exc:
             self._fail(job, f"could not write {path}: {one_line(exc)}")
             return
@@ -494,6 +535,7 @@ def run_batch(jobs_file: str | Path, out: str | Path, *, sheet: bool = False, fm
     skipped = [job for job in jobs if manifest.is_done(job, folder, suffix, sheet)]
     done_before = {job.id for job in skipped}
     todo = [job for job in jobs if job.id not in done_before]
+    check_outputs(jobs, todo, folder, suffix, sheet, manifest)
     for job in todo:
         for note in job.notes:
             (say or (lambda line: None))(f"line {job.line} ({job.id}): {note}")

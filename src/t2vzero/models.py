@@ -156,6 +156,8 @@ def safetensors_header(path: Path) -> dict[str, Any] | None:
     try:
         with open(path, "rb") as f:
             size = struct.unpack("<Q", f.read(8))[0]
+            if size > os.path.getsize(path) - 8:  # not a header length: reading it would ask for exabytes
+                return None
             header = json.loads(f.read(size))
     except (OSError, ValueError, struct.error, UnicodeDecodeError):
         return None
@@ -254,6 +256,12 @@ def load_components(model: str | Path | None = None, *, device: str | None = Non
     return components, read_model_defaults(model)
 
 
+def check_lora_exists(path: str) -> None:
+    """A LoRA is a local file or folder, or a hub id (fetched when the model loads)."""
+    if not Path(path).exists() and not _HUB_ID.match(path):
+        raise UserError(f"LoRA {path} does not exist; give a .safetensors file or folder, as PATH[:SCALE]")
+
+
 def _apply_loras(pipe: Any, lora: Any, allow_pickle: bool) -> None:
     if isinstance(lora, str | os.PathLike):  # one LoRA, not a sequence of characters
         lora = [lora]
@@ -264,8 +272,7 @@ def _apply_loras(pipe: Any, lora: Any, allow_pickle: bool) -> None:
         path = os.path.expanduser(os.fspath(path))
         if Path(path).is_dir() and not any(Path(path).glob("*.safetensors")) and not allow_pickle:
             raise UserError(f"LoRA folder {path} holds no .safetensors file; give the LoRA file itself")
-        if not Path(path).exists() and not _HUB_ID.match(path):
-            raise UserError(f"LoRA {path} does not exist; give a .safetensors file or folder, as PATH[:SCALE]")
+        check_lora_exists(path)
         _check_pickle(Path(path), allow_pickle)
         _check_lora_family(Path(path), pipe.unet.config.cross_attention_dim)
         try:

@@ -69,10 +69,11 @@ def check_single_file_config(model: str | None, config: str | None) -> None:
 
 
 def check_loras(specs: Sequence[str]) -> None:
-    from .models import parse_lora
+    """Each --lora parses and names something that exists (a missing file would fail only once weights load)."""
+    from .models import check_lora_exists, parse_lora
 
     for spec in specs:
-        parse_lora(spec)
+        check_lora_exists(os.path.expanduser(parse_lora(spec)[0]))
 
 
 def check_speed(params: dict[str, Any]) -> None:
@@ -98,8 +99,10 @@ def apply_speed(pipe: Any, params: dict[str, Any], controlnets: Sequence[Any] = 
 def condition_kinds(params: dict[str, Any]) -> list[str]:
     """One condition per --controlnet (canny by default), checked before any work."""
     from .inputs import ANNOTATORS
+    from .models import parse_lora
 
-    check_loras(params["controlnets"])  # MODEL[:SCALE] reads like a LoRA spec
+    for spec in params["controlnets"]:  # MODEL[:SCALE] reads like a LoRA spec (a model may be a hub id: not checked)
+        parse_lora(spec)
     for kind in params["conditions"]:
         if kind not in ANNOTATORS and not Path(kind).exists():
             raise UserError(f"--condition {kind!r} is neither {', '.join(ANNOTATORS)} nor an existing video or "

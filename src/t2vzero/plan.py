@@ -212,6 +212,13 @@ def _model_configs(model: str | None, config: str | None) -> tuple[dict, dict, d
     return (*configs, defaults)
 
 
+def is_sdxl_before_loading(model: str | None, config: str | None = None) -> bool | None:
+    """Whether the model is of SDXL's architecture (a `text_time` UNet), from its configs alone; None where they
+    cannot be read (a hub id, a single file without --config)."""
+    known = _model_configs(model, config)
+    return None if known is None else known[0].get("addition_embed_type") == "text_time"
+
+
 def native_size_before_loading(model: str | None, config: str | None = None) -> tuple[int, int] | None:
     """(width, height) the model draws by default, from its configs alone; None where they cannot be read
     (a hub id, a single file without --config)."""

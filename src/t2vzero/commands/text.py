@@ -16,6 +16,7 @@ RESOLVED = ("video_length", "height", "width", "num_inference_steps", "guidance_
 def check_generate(p: dict[str, Any]) -> Shape:
     """`t2vzero generate`'s checks before any weights load."""
     from ..checks import check_finite, check_video_args
+    from ..errors import UserError
     from ..models import check_dtype_name, check_model
     from ..options import (
         check_loras,
@@ -47,6 +48,12 @@ def check_generate(p: dict[str, Any]) -> Shape:
     check_dtype_name(p["dtype"])
     check_speed(p)
     check_model(p["model"], allow_pickle=p["allow_pickle"], config=p["model_config"])
+    if p["prompt_2"] is not None or p["negative_2"] is not None:
+        from ..plan import is_sdxl_before_loading
+
+        if is_sdxl_before_loading(p["model"], p["model_config"]) is False:  # None: unknown until it loads
+            raise UserError("--prompt-2/--negative-2 are for SDXL's second text encoder; this model is SD 1.x/2.x "
+                            "with one: drop them")
     if camera is not None and not p["size"]:  # a flow's size against the model's native one, still before loading
         from ..plan import native_size_before_loading
 
