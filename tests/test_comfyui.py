@@ -426,6 +426,8 @@ def test_bad_settings_are_one_sentence_errors(pack, sd15):
         pack["T2VZeroMotion"].execute("left")
     assert pack["T2VZeroMotion"].execute(" pan:4,-2 ").result[0] == Pan(4.0, -2.0)
     assert pack["T2VZeroMotion"].execute("zoom:1.02+rotate:3").result[0] == Combined((Zoom(1.02), Rotate(3.0)))
+    with pytest.raises(UserError, match="beyond x10000 either way"):  # as the command line refuses it
+        ksampler(pack, model, zeros, frames=40, motion=pack["T2VZeroMotion"].execute("zoom:3").result[0])
     with pytest.raises(UserError, match="The latent batch holds 3 images but frames is 4"):
         ksampler(pack, model, torch.zeros(3, 4, 8, 8))
     one_step = ksampler(pack, model, zeros, steps=1)  # as in the library: frames 2..N from frame 1's moved noise

@@ -29,4 +29,6 @@ def default() -> Any:
 
 def warp(latents: torch.Tensor, motion: Any, frame_ids: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
     """(F, C, h, w) copies of frame 1's latent at t0, each moved as frame `frame_ids[i]`; `size` in pixels (w, h)."""
-    return warp_latents(latents, as_motion(motion), frame_ids, size)
+    motion = as_motion(motion)
+    motion.check(max(frame_ids, default=0) + 1, size)  # refused as on the command line: a zoom beyond x10^4, ...
+    return warp_latents(latents, motion, frame_ids, size)
