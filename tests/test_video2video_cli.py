@@ -82,7 +82,7 @@ def test_control_writes_video_and_sheet(capsys, tmp_path, tiny_model_dir, contro
     out = tmp_path / "ctrl.mp4"
     code, stdout, err = cli(capsys, "control", clip_dir, "a red square", "--model", tiny_model_dir,
                             "--controlnet", f"{controlnet_dir}:0.8", "--controlnet", controlnet_dir,
-                            "--condition", "canny", "--condition-video", clip_dir, "--resolution", 64,
+                            "--condition", "canny", "--condition", clip_dir, "--resolution", 64,
                             "--steps", 3, "--chunk-size", 3, "-o", out, "--sheet", "--fps", 5)
     assert code == 0, err
     frames, fps = read_video(out)
@@ -99,8 +99,8 @@ def test_edit_writes_video_at_source_rate_over_stride(capsys, tmp_path, pix2pix_
     assert len(os.listdir(out)) == 4
 
 
-@pytest.mark.parametrize("case", ["not-video", "empty", "range", "frames", "aspect", "arch", "channels", "depth",
-                                  "typo", "fps", "guidance", "sheet"])
+@pytest.mark.parametrize("case", ["not-video", "empty", "range", "frames", "aspect", "mixed", "arch", "channels",
+                                  "depth", "typo", "fps", "guidance", "sheet"])
 def test_video_to_video_bad_input(capsys, tmp_path, tiny_model_dir, controlnet_dir, pix2pix_dir, clip_dir, case):
     text = tmp_path / "notes.mp4"
     text.write_text("hello")
@@ -122,6 +122,8 @@ def test_video_to_video_bad_input(capsys, tmp_path, tiny_model_dir, controlnet_d
         "range": ([*control, "--start", 10, "--fps", 8], "outside"),
         "frames": ([*control, "--condition-video", short], "has 3 frames but the input has 6"),
         "aspect": ([*control, "--condition-video", square], "aspect ratios differ"),
+        "mixed": ([*control, "--controlnet", controlnet_dir, "--condition", "canny", "--condition-video", clip_dir],
+                  "cannot say which ControlNet each map is for"),
         "arch": (["control", clip_dir, "x", "--controlnet", other], "does not match the base model"),
         "channels": (["edit", clip_dir, "x"], "input channels"),
         "depth": ([*control, "--condition", "depth"], "--condition-video"),
@@ -264,3 +266,17 @@ def test_a_long_clip_is_never_held_whole(tmp_path):
         video._ffmpeg_frames = real
     assert not decoded
     assert len(load_clip(long, max_seconds=10.0, max_frames=200)[0]) == 200  # 8 s of it is within the limit
+
+
+def test_the_input_clip_is_accepted_as_its_own_condition_video_at_any_resolution():
+    """Fitting to --resolution rounds the sides to multiples of 8 (65x49 -> 72x56), which bends the aspect by
+    more than the check's 2 %: a map of the source's own shape must still fit, and a really other one not."""
+    from t2vzero.errors import UserError
+    from t2vzero.inputs import fit_resolution, match_condition_video
+
+    for (w, h), resolution in (((65, 49), 72), ((512, 20), 256), ((64, 48), 40)):
+        source = np.random.default_rng(0).integers(0, 255, (2, h, w, 3), dtype=np.uint8)
+        frames = fit_resolution(source, resolution)
+        assert match_condition_video(source, frames, "the clip").shape == frames.shape
+    with pytest.raises(UserError, match="aspect ratios differ"):
+        match_condition_video(np.zeros((2, 64, 64, 3), np.uint8), fit_resolution(source, 40), "square maps")

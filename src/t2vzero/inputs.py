@@ -166,7 +166,10 @@ def match_condition_video(condition: np.ndarray, frames: np.ndarray, name: str) 
                         "clip both the same way")
     ch, cw = condition.shape[1:3]
     h, w = frames.shape[1:3]
-    if abs(cw / ch - w / h) > 0.02 * (w / h):
+    # The frames were fitted to --resolution in multiples of 8, which bends their aspect a little (65x49 -> 72x56):
+    # a map of the source's shape fits the same way.
+    same_fit = fitted_size((cw, ch), max(w, h)) == (w, h) if max(w, h) >= 8 else False
+    if abs(cw / ch - w / h) > 0.02 * (w / h) and not same_fit:
         raise UserError(f"condition video {name} is {cw}x{ch} but the input is {w}x{h}: their aspect ratios differ")
     if (ch, cw) != (h, w):
         condition = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_NEAREST) for c in condition])

@@ -107,6 +107,10 @@ def condition_kinds(params: dict[str, Any]) -> list[str]:
         if kind not in ANNOTATORS and not Path(kind).exists():
             raise UserError(f"--condition {kind!r} is neither {', '.join(ANNOTATORS)} nor an existing video or "
                             "folder of condition maps")
+    if params["conditions"] and params["condition_videos"] and len(params["controlnets"]) > 1:
+        # The command line keeps each option's values in order, but not their order between the two options.
+        raise UserError("--condition and --condition-video together cannot say which ControlNet each map is for; "
+                        "give every condition with --condition (a kind or a PATH), in --controlnet order")
     kinds = list(params["conditions"]) + list(params["condition_videos"])
     kinds += ["canny"] * (len(params["controlnets"]) - len(kinds))
     if len(kinds) != len(params["controlnets"]):
