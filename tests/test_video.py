@@ -167,3 +167,28 @@ def test_frames_and_images_are_read_as_a_viewer_shows_them(tmp_path):
     assert clip_shape(turned)[1] == (16, 24) and read_video(turned)[0].shape == (1, 24, 16, 3)
     with Image.open(turned / "0.png") as pil:  # the API's PIL input too
         assert np.array_equal(check_image(pil, 8), shown)
+
+
+def test_a_variable_rate_clip_is_read_one_frame_per_frame_at_its_average_rate(tmp_path):
+    """ffmpeg's raw output is constant-rate by default: a clip whose frames last 0.1 s and 0.4 s in turn came
+    out with duplicates, which then played at the average rate, too slowly."""
+    import subprocess
+
+    import imageio_ffmpeg
+    from PIL import Image
+
+    durations = [0.1, 0.4] * 4
+    lines = []
+    for i, d in enumerate(durations):
+        Image.fromarray(np.full((48, 64, 3), 25 * i, np.uint8)).save(tmp_path / f"{i}.png")
+        lines += [f"file '{tmp_path / f'{i}.png'}'", f"duration {d}"]
+    lines.append(f"file '{tmp_path / f'{len(durations) - 1}.png'}'")  # the concat demuxer's last-entry rule
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    clip = tmp_path / "vfr.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "concat", "-safe", "0", "-i",
+                    str(tmp_path / "list.txt"), "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    str(clip)], check=True)
+    frames, fps = read_video(clip)
+    levels = [round(float(f.mean()) / 25) for f in frames]
+    assert levels[: len(durations)] == list(range(len(durations)))  # each frame once, in order: no duplicates
+    assert abs(len(frames) / fps - sum(durations)) < 0.5  # plays as long as the clip

@@ -226,7 +226,7 @@ def open_video(path: str | Path) -> VideoSource:
         return _open_gif(src)
     import imageio_ffmpeg
 
-    reader = imageio_ffmpeg.read_frames(str(src))
+    reader = imageio_ffmpeg.read_frames(str(src), output_params=_each_frame_once())
     try:
         meta = next(reader)
         w, h = meta["size"]
@@ -237,6 +237,17 @@ def open_video(path: str | Path) -> VideoSource:
     fps = meta.get("fps") or None
     count = round(float(meta.get("duration") or 0) * fps) if fps else 0
     return VideoSource(_ffmpeg_frames(src, reader, w, h), fps, count, (w, h))
+
+
+def _each_frame_once() -> list[str]:
+    """ffmpeg's options to output every decoded frame once. By default its raw output is constant-rate at the
+    stream's tbr, so a variable-rate clip gets duplicated frames (16 frames over 3.6 s came out as 32) that then
+    play at the average rate, too slowly; `-fps_mode` is ffmpeg >= 5.1's name for the older `-vsync`."""
+    import imageio_ffmpeg
+
+    found = re.search(r"(\d+)\.(\d+)", imageio_ffmpeg.get_ffmpeg_version() or "")
+    old = found is not None and (int(found.group(1)), int(found.group(2))) < (5, 1)
+    return ["-vsync", "0"] if old else ["-fps_mode", "passthrough"]
 
 
 def _image_size(path: Path, folder: Path) -> tuple[int, int]:
