@@ -99,8 +99,8 @@ def test_edit_writes_video_at_source_rate_over_stride(capsys, tmp_path, pix2pix_
     assert len(os.listdir(out)) == 4
 
 
-@pytest.mark.parametrize("case", ["not-video", "empty", "range", "frames", "aspect", "mixed", "arch", "channels",
-                                  "depth", "typo", "fps", "guidance", "sheet"])
+@pytest.mark.parametrize("case", ["not-video", "empty", "range", "frames", "aspect", "not-a-controlnet", "mixed",
+                                  "arch", "channels", "depth", "typo", "fps", "guidance", "sheet"])
 def test_video_to_video_bad_input(capsys, tmp_path, tiny_model_dir, controlnet_dir, pix2pix_dir, clip_dir, case):
     text = tmp_path / "notes.mp4"
     text.write_text("hello")
@@ -122,6 +122,8 @@ def test_video_to_video_bad_input(capsys, tmp_path, tiny_model_dir, controlnet_d
         "range": ([*control, "--start", 10, "--fps", 8], "outside"),
         "frames": ([*control, "--condition-video", short], "has 3 frames but the input has 6"),
         "aspect": ([*control, "--condition-video", square], "aspect ratios differ"),
+        "not-a-controlnet": (["control", clip_dir, "x", "--controlnet", tiny_model_dir / "unet", "--dry-run"],
+                             "holds a UNet2DConditionModel (its config.json), not a ControlNet"),
         "mixed": ([*control, "--controlnet", controlnet_dir, "--condition", "canny", "--condition-video", clip_dir],
                   "cannot say which ControlNet each map is for"),
         "arch": (["control", clip_dir, "x", "--controlnet", other], "does not match the base model"),

@@ -188,6 +188,8 @@ def controlnet_plan(model: str | Path) -> tuple[dict[str, Any] | None, int | Non
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError):
         config = None
+    if not isinstance(config, dict) or "block_out_channels" not in config:
+        config = None  # not a ControlNet's (the checks name it): planned as the UNet's down path
     return config, (sum(safetensors_elements(f) for f in files) if files else None)
 
 

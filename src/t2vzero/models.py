@@ -407,6 +407,20 @@ def read_model_defaults(model: str | Path) -> dict[str, Any]:
     return data
 
 
+def check_controlnet_folder(model: str) -> None:
+    """Refuse a local folder whose config.json names another class (a UNet, VAE or text encoder folder given as
+    --controlnet): loading it would leave the missing weights unset and fail deep inside torch."""
+    config_file = Path(model).expanduser() / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # not a folder, or no readable config: the loader names the problem
+    kind = config.get("_class_name") if isinstance(config, dict) else None
+    if isinstance(config, dict) and kind != "ControlNetModel" and (kind or "conditioning_channels" not in config):
+        raise UserError(f"ControlNet {model} holds {'a ' + kind if kind else 'no ControlNet'} (its config.json), not "
+                        "a ControlNet; give a ControlNet's folder, e.g. lllyasviel/sd-controlnet-canny")
+
+
 def load_controlnet(spec: str | tuple[str, float], *, device: str | None = None, dtype: str | None = None,
                     allow_pickle: bool = False) -> tuple[Any, float]:
     """A ControlNet from `MODEL[:SCALE]` (diffusers folder, .safetensors file or hub id) and its scale."""
@@ -417,6 +431,7 @@ def load_controlnet(spec: str | tuple[str, float], *, device: str | None = None,
     if not path.exists() and not _HUB_ID.match(model):
         raise UserError(f"ControlNet {model} does not exist; give a diffusers folder, a .safetensors file or a hub id")
     _check_pickle(path, allow_pickle)
+    check_controlnet_folder(str(path))
     try:
         if path.is_file():
             net = ControlNetModel.from_single_file(str(path))

@@ -99,10 +99,10 @@ def apply_speed(pipe: Any, params: dict[str, Any], controlnets: Sequence[Any] = 
 def condition_kinds(params: dict[str, Any]) -> list[str]:
     """One condition per --controlnet (canny by default), checked before any work."""
     from .inputs import ANNOTATORS
-    from .models import parse_lora
+    from .models import check_controlnet_folder, parse_lora
 
-    for spec in params["controlnets"]:  # MODEL[:SCALE] reads like a LoRA spec (a model may be a hub id: not checked)
-        parse_lora(spec)
+    for spec in params["controlnets"]:  # MODEL[:SCALE] reads like a LoRA spec (a model may be a hub id)
+        check_controlnet_folder(parse_lora(spec)[0])
     for kind in params["conditions"]:
         if kind not in ANNOTATORS and not Path(kind).exists():
             raise UserError(f"--condition {kind!r} is neither {', '.join(ANNOTATORS)} nor an existing video or "
