@@ -198,13 +198,14 @@ def test_the_pool_options_are_checked_in_one_place(capsys, tmp_path):
 
 
 def test_a_dry_run_never_goes_to_ray(capsys, tmp_path, tiny_model_dir, square_clip_dir, tiny_controlnet_dir,
-                                     image_path, monkeypatch):
+                                     tiny_pix2pix_dir, image_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # any use of Ray would fail
-    common = ["--model", tiny_model_dir, "--ray", "auto", "--dry-run", "-o", tmp_path / "v.mp4", "--sheet"]
+    common = ["--ray", "auto", "--dry-run", "-o", tmp_path / "v.mp4", "--sheet"]
     for args in (["generate", "x", "--frames", 4], ["animate", image_path, "x"],
                  ["control", square_clip_dir, "x", "--controlnet", tiny_controlnet_dir, "--resolution", 64],
                  ["restyle", square_clip_dir, "x", "--resolution", 64], ["edit", square_clip_dir, "x"]):
-        code, out, err = cli(capsys, *args, *common)
+        model = tiny_pix2pix_dir if args[0] == "edit" else tiny_model_dir  # edit needs an Instruct-Pix2Pix UNet
+        code, out, err = cli(capsys, *args, "--model", model, *common)
         assert code == 0 and "estimated peak memory" in out, (args, err)
     assert list(tmp_path.iterdir()) == []
     code, _, err = cli(capsys, "generate", "x", "--model", tiny_model_dir, "--ray", "auto", "-o", tmp_path / "v.mp4")
@@ -267,7 +268,7 @@ def test_every_option_of_each_command_is_read_by_its_mode():
 
 
 def test_jobs_take_the_commands_option_names_values_and_defaults(tmp_path, tiny_model_dir, square_clip_dir,
-                                                                 monkeypatch):
+                                                                 tiny_pix2pix_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.safetensors").write_bytes(b"")  # a LoRA must exist to pass the checks
     jobs = read_jobs(write_jobs(
@@ -276,7 +277,8 @@ def test_jobs_take_the_commands_option_names_values_and_defaults(tmp_path, tiny_
          "lora": "a.safetensors:0.5", "no_cross_frame_attention": True},
         {"id": "c", "mode": "control", "prompt": "a cat", "input": str(square_clip_dir), "controlnet": ["a", "b:0.5"],
          "condition": ["canny", "canny"], "resolution": 64},
-        {"mode": "edit", "prompt": "make it blue", "input": str(square_clip_dir), "image_guidance": 2}))
+        {"mode": "edit", "prompt": "make it blue", "input": str(square_clip_dir), "image_guidance": 2,
+         "model": str(tiny_pix2pix_dir)}))
     g, c, e = jobs
     assert (g.params["frames"], g.params["chunk_size"], g.params["smoothing"]) == (16, 4, 0.6)
     assert g.params["lora"] == (str(tmp_path / "a.safetensors:0.5"),) and g.params["no_cross_frame_attention"] is True

@@ -282,3 +282,19 @@ def test_the_input_clip_is_accepted_as_its_own_condition_video_at_any_resolution
         assert match_condition_video(source, frames, "the clip").shape == frames.shape
     with pytest.raises(UserError, match="aspect ratios differ"):
         match_condition_video(np.zeros((2, 64, 64, 3), np.uint8), fit_resolution(source, 40), "square maps")
+
+
+def test_a_base_model_of_the_wrong_kind_is_refused_before_loading(capsys, tmp_path, tiny_model_dir, pix2pix_dir,
+                                                                   tiny_sdxl_dir, controlnet_dir, clip_dir):
+    """What a run would refuse once its weights loaded is told from the configs, so --dry-run refuses it too."""
+    common = ["--resolution", 64, "--dry-run", "-o", tmp_path / "out.mp4"]
+    for args, match in (
+            (["edit", clip_dir, "x", "--model", tiny_model_dir], "takes 4 input channels, not 8; give an Instruct"),
+            (["restyle", clip_dir, "x", "--model", pix2pix_dir], "give a text-to-image model for restyle"),
+            (["control", clip_dir, "x", "--model", pix2pix_dir, "--controlnet", controlnet_dir],
+             "give a text-to-image model for control"),
+            (["control", clip_dir, "x", "--model", tiny_sdxl_dir, "--controlnet", controlnet_dir],
+             "is for SD 1.x (cross-attention dim 32); the base is SDXL")):
+        code, out, err = cli(capsys, *args, *common)
+        assert code == 2 and match in err and err.count("\n") == 1 and out == "", (args[0], err)
+    assert list(tmp_path.iterdir()) == []

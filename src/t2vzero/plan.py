@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 from .estimate import Estimate
@@ -210,6 +211,13 @@ def _model_configs(model: str | None, config: str | None) -> tuple[dict, dict, d
         return None
     defaults = read_model_defaults(model or DEFAULT_MODEL_DIR) if (model is None or Path(model).is_dir()) else {}
     return (*configs, defaults)
+
+
+def unet_config_before_loading(model: str | None, config: str | None = None) -> dict[str, Any] | None:
+    """The UNet's config.json, with the VAE's `latent_channels` added, read without weights; None where the
+    configs cannot be read (a hub id, a single file without --config)."""
+    known = _model_configs(model, config)
+    return None if known is None else {**known[0], "latent_channels": known[1].get("latent_channels", 4)}
 
 
 def is_sdxl_before_loading(model: str | None, config: str | None = None) -> bool | None:

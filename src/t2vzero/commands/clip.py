@@ -32,7 +32,7 @@ def _check_run(text: str, steps: int, example_steps: int, guidance: dict[str, fl
     check_finite(guidance)
 
 
-def _check_clip(p: dict[str, Any]) -> Shape:
+def _check_clip(p: dict[str, Any], command: str) -> Shape:
     """The checks every video-to-video command makes before any weights load, ending with the clip's shape
     (frames and size after --resolution) from its metadata."""
     from ..defaults import CLIP
@@ -58,7 +58,36 @@ def _check_clip(p: dict[str, Any]) -> Shape:
     check_fps(p["fps"] or rate or CLIP["fps"])
     width, height = fitted_size(size, p["resolution"])
     check_model(p["model"], allow_pickle=p["allow_pickle"], config=p["model_config"])
+    _check_base_model(p, command)
     return Shape(frames, (width, height), size_option="--resolution")
+
+
+def _check_base_model(p: dict[str, Any], command: str) -> None:
+    """From the configs alone, what the run would refuse once loaded: an edit needs an Instruct-Pix2Pix UNet
+    (latent + image channels), the other modes a text-to-image one, and each ControlNet the base's family."""
+    from ..errors import UserError
+    from ..estimate import controlnet_plan
+    from ..models import parse_lora
+    from ..modes.video2video import family
+    from ..plan import unet_config_before_loading
+
+    unet = unet_config_before_loading(p["model"], p["model_config"])
+    if unet is None:
+        return  # a hub id or a single file without --config: checked once loaded
+    channels, latent = unet.get("in_channels", 4), unet["latent_channels"]
+    if command == "edit" and channels != 2 * latent:
+        raise UserError(f"the edit checkpoint's UNet takes {channels} input channels, not {2 * latent}; give an "
+                        "Instruct-Pix2Pix checkpoint")
+    if command != "edit" and channels != latent:
+        raise UserError(f"the model's UNet takes {channels} input channels, not {latent} (an Instruct-Pix2Pix "
+                        f"checkpoint, for `edit`); give a text-to-image model for {command}")
+    for spec in p.get("controlnets") or ():
+        name = parse_lora(spec)[0]
+        net, _ = controlnet_plan(name)
+        if net is not None and family(net) != family(unet):
+            raise UserError(f"ControlNet {name} is for {family(net)} (cross-attention dim "
+                            f"{net.get('cross_attention_dim')}); the base is {family(unet)} "
+                            f"({unet.get('cross_attention_dim')}): give a ControlNet made for {family(unet)}")
 
 
 def _controlnet_names(p: dict[str, Any]) -> dict[str, Any]:
@@ -72,12 +101,12 @@ def check_control(p: dict[str, Any]) -> Shape:
 
     _check_run(p["prompt"], p["steps"], 20, {"--guidance": p["guidance"]})
     condition_kinds(p)
-    return replace(_check_clip(p), plan_args=_controlnet_names(p))
+    return replace(_check_clip(p, "control"), plan_args=_controlnet_names(p))
 
 
 def check_edit(p: dict[str, Any]) -> Shape:
     _check_run(p["instruction"], p["steps"], 50, {"--guidance": p["guidance"], "--image-guidance": p["image_guidance"]})
-    return replace(_check_clip(p), plan_args={"image_guidance": p["image_guidance"]})
+    return replace(_check_clip(p, "edit"), plan_args={"image_guidance": p["image_guidance"]})
 
 
 def check_restyle(p: dict[str, Any]) -> Shape:
@@ -93,7 +122,7 @@ def check_restyle(p: dict[str, Any]) -> Shape:
         raise UserError("restyle has no diffusers reference to reproduce; drop --compat")
     check_finite({"--guidance": p["guidance"]})
     condition_kinds(p)
-    return replace(_check_clip(p), plan_args=_controlnet_names(p))
+    return replace(_check_clip(p, "restyle"), plan_args=_controlnet_names(p))
 
 
 def clip_input(p: dict[str, Any], needed: Sequence[int] | None = None) -> Clip:

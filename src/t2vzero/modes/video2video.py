@@ -456,10 +456,12 @@ def _check_controlnets(unet: Any, controlnets: Sequence[Any], vae_scale: int) ->
 
 
 def family(config: Any) -> str:
-    """The model family a UNet or ControlNet config belongs to, by its added embedding and text width."""
-    if getattr(config, "addition_embed_type", None) == "text_time":
+    """The model family a UNet or ControlNet config (a loaded model's, or config.json's dict) belongs to, by its
+    added embedding and text width."""
+    get = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
+    if get("addition_embed_type") == "text_time":
         return "SDXL"
-    return "SD 2.x" if getattr(config, "cross_attention_dim", None) == 1024 else "SD 1.x"
+    return "SD 2.x" if get("cross_attention_dim") == 1024 else "SD 1.x"
 
 
 def _as_tuple(value: Any) -> Any:
