@@ -250,3 +250,35 @@ def test_chunked_control_runs_frame_one_once_per_step_in_unet_and_controlnet(tin
     assert counts == {"unet": 2 * 6 * 4, "controlnet": 2 * 6 * 4}  # 2 guidance groups x 6 frames x 4 steps
     assert {k: sum(v) for k, v in seen.items()} == counts and max(seen["unet"]) == 2 * 2
     assert np.abs(chunked - full).max() < 1e-4
+
+
+def test_api_inputs_of_every_usual_kind_are_taken_or_refused_in_one_sentence(tiny, controlnets, latent_output):
+    from t2vzero.modes.video2video import restyle_video
+
+    cond = moving_square_video(frames=3)
+    kw = dict(num_inference_steps=2, progress=False)
+    base = control_video(tiny, "x", [cond], controlnets[:1], scales=0.5, generator=seeded(1), **kw).frames
+    # Numbers of any kind are a scale; PIL frames of mixed modes are RGB frames.
+    for scale in (np.float32(0.5), torch.tensor(0.5)):
+        again = control_video(tiny, "x", [cond], controlnets[:1], scales=scale, generator=seeded(1), **kw).frames
+        assert np.array_equal(base, again)
+    pil = [Image.fromarray(f) for f in cond]
+    mixed = [pil[0].convert("L").convert("RGB"), pil[1], pil[2]]
+    as_pil = restyle_video(tiny, "x", [pil[0].convert("L"), pil[1], pil[2]], strength=0.9, generator=seeded(2), **kw)
+    as_array = restyle_video(tiny, "x", np.stack([np.asarray(m) for m in mixed]), strength=0.9, generator=seeded(2),
+                             **kw)
+    assert np.array_equal(as_pil.frames, as_array.frames)
+    for call, match in (
+            (lambda: restyle_video(tiny, "x", [pil[0], pil[1].resize((32, 32))], strength=0.9, **kw),
+             r"frames differ in size or channels \(\(32, 32, 3\), \(64, 64, 3\)\)"),
+            (lambda: restyle_video(tiny, "x", [], strength=0.9, **kw), "an empty list; give at least one frame"),
+            (lambda: restyle_video(tiny, "x", cond.astype(np.int64), strength=0.9, **kw),
+             r"x.astype\(np.uint8\) for values 0-255"),
+            (lambda: control_video(tiny, "x", [cond], controlnets[:1], frame_ids=2, **kw), "a list of frame numbers"),
+            (lambda: control_video(tiny, "x", [cond], controlnets[:1], frame_ids=[1.5], **kw), "whole frame numbers"),
+            (lambda: control_video(tiny, "x", [cond], controlnets[:1], frame_ids=["a"], **kw), "whole frame numbers"),
+            (lambda: control_video(tiny, "x", [cond], None, **kw), r"\(0 ControlNets, 1 conditions\)"),
+            (lambda: control_video(tiny, "x", [cond], controlnets[:1], scales="big", **kw), "scales must be a number")):
+        with pytest.raises(UserError, match=match) as err:
+            call()
+        assert "\n" not in str(err.value)

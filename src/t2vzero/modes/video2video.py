@@ -67,7 +67,14 @@ def check_frame_ids(frame_ids: Sequence[int] | None, num_frames: int) -> list[in
     """The frames a call returns: all by default, else distinct ids within the video."""
     if frame_ids is None:
         return list(range(num_frames))
-    ids = [int(k) for k in frame_ids]
+    try:
+        ids = [int(k) for k in frame_ids]
+    except TypeError:  # not a sequence: frame_ids=2
+        raise UserError(f"frame ids must be a list of frame numbers, e.g. [0, 2]; got {frame_ids!r}") from None
+    except ValueError:
+        ids = []
+    if any(isinstance(k, str) or int(k) != k for k in frame_ids):  # "a", 1.5: not frame numbers (int() would bend them)
+        raise UserError(f"frame ids must be whole frame numbers, e.g. [0, 2]; got {list(frame_ids)!r}")
     if not ids or any(not 0 <= k < num_frames for k in ids) or len(set(ids)) != len(ids):
         raise UserError(f"frame ids must be distinct, within 0..{num_frames - 1}, and at least one; got {ids}")
     return ids
@@ -180,11 +187,20 @@ def _start_noise(shape: tuple[int, ...], frames: int, generator: Any, device: An
 
 
 def check_frames(frames: Any, what: str, factor: int) -> np.ndarray:
-    """A video as (F, H, W, 3) uint8 with F >= 1 and sides that are multiples of the VAE factor."""
+    """A video as (F, H, W, 3) uint8 with F >= 1 and sides that are multiples of the VAE factor (an array, a
+    tensor, or a list of PIL images or arrays of one size)."""
+    if isinstance(frames, list | tuple) and frames and all(hasattr(f, "convert") for f in frames):  # PIL images
+        frames = [np.asarray(f.convert("RGB")) for f in frames]
+    if isinstance(frames, list | tuple) and len({np.shape(f) for f in frames}) > 1:
+        raise UserError(f"{what} differ in size or channels ({', '.join(sorted({str(np.shape(f)) for f in frames}))})"
+                        "; give frames of one size, e.g. resized with t2vzero.inputs.fit_resolution")
+    if isinstance(frames, list | tuple) and not frames:
+        raise UserError(f"{what}: an empty list; give at least one frame")
     arr = np.asarray(frames)
     if arr.dtype != np.uint8:
-        raise UserError(f"{what} must be uint8 RGB frames (0-255), not {arr.dtype}; convert with "
-                        "(x * 255).round().astype(np.uint8)")
+        fix = "x.astype(np.uint8) for values 0-255" if np.issubdtype(arr.dtype, np.integer) else \
+            "(x * 255).round().astype(np.uint8) for values 0-1"
+        raise UserError(f"{what} must be uint8 RGB frames (0-255), not {arr.dtype}; convert with {fix}")
     if arr.ndim != 4 or arr.shape[-1] != 3 or len(arr) == 0:
         raise UserError(f"{what} must be (frames, height, width, 3) RGB with at least one frame, got shape "
                         f"{arr.shape}")
@@ -344,16 +360,24 @@ def edit_video(components: dict[str, Any], instruction: str, frames: np.ndarray,
 def _check_control(unet: Any, controlnets: Any, conditions: Any, scales: Any,
                    factor: int) -> tuple[list[Any], list[np.ndarray], list[float]]:
     """ControlNets, one condition video each (same frames and size) and one finite scale each, as lists."""
+    controlnets = () if controlnets is None else controlnets  # None: the default, none
+    conditions = () if conditions is None else conditions
     if not isinstance(controlnets, list | tuple):
         controlnets = [controlnets]
     if isinstance(conditions, np.ndarray) and conditions.ndim == 4:
         conditions = [conditions]
+    if not isinstance(conditions, list | tuple | np.ndarray):
+        raise UserError(f"conditions must be a list of condition videos (one per ControlNet), not "
+                        f"{type(conditions).__name__}")
     if len(conditions) != len(controlnets):
         raise UserError(f"give one condition video per ControlNet ({len(controlnets)} ControlNets, "
                         f"{len(conditions)} conditions)")
     default_scale = CONTROL["controlnet_scale"]
-    scales = [default_scale] * len(controlnets) if scales is None else \
-        [float(scales)] * len(controlnets) if isinstance(scales, int | float) else [float(x) for x in scales]
+    try:  # a number of any kind (numpy, a 0-d tensor) is one scale for all
+        scales = [default_scale] * len(controlnets) if scales is None else \
+            [float(scales)] * len(controlnets) if np.ndim(scales) == 0 else [float(x) for x in scales]
+    except (TypeError, ValueError):
+        raise UserError(f"scales must be a number or one number per ControlNet, not {scales!r}") from None
     if len(scales) != len(controlnets) or not all(math.isfinite(x) for x in scales):
         raise UserError(f"give one finite scale per ControlNet ({len(controlnets)} ControlNets, scales {scales})")
     conditions = [check_frames(c, f"condition video {i}", factor) for i, c in enumerate(conditions, 1)]
