@@ -99,8 +99,8 @@ def test_edit_writes_video_at_source_rate_over_stride(capsys, tmp_path, pix2pix_
     assert len(os.listdir(out)) == 4
 
 
-@pytest.mark.parametrize("case", ["not-video", "empty", "range", "frames", "aspect", "not-a-controlnet", "mixed",
-                                  "arch", "channels", "depth", "typo", "fps", "guidance", "sheet"])
+@pytest.mark.parametrize("case", ["not-video", "empty", "range", "frames", "aspect", "not-a-controlnet", "canny",
+                                  "mixed", "arch", "channels", "depth", "typo", "fps", "guidance", "sheet"])
 def test_video_to_video_bad_input(capsys, tmp_path, tiny_model_dir, controlnet_dir, pix2pix_dir, clip_dir, case):
     text = tmp_path / "notes.mp4"
     text.write_text("hello")
@@ -124,6 +124,7 @@ def test_video_to_video_bad_input(capsys, tmp_path, tiny_model_dir, controlnet_d
         "aspect": ([*control, "--condition-video", square], "aspect ratios differ"),
         "not-a-controlnet": (["control", clip_dir, "x", "--controlnet", tiny_model_dir / "unet", "--dry-run"],
                              "holds a UNet2DConditionModel (its config.json), not a ControlNet"),
+        "canny": ([*control, "--canny-low", 300, "--canny-high", 100], "thresholds must be >= 0 with low <= high"),
         "mixed": ([*control, "--controlnet", controlnet_dir, "--condition", "canny", "--condition-video", clip_dir],
                   "cannot say which ControlNet each map is for"),
         "arch": (["control", clip_dir, "x", "--controlnet", other], "does not match the base model"),

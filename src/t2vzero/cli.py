@@ -185,8 +185,10 @@ def _controlnet_options(required: bool) -> Any:
             click.option("--condition-video", "condition_videos", multiple=True,
                          help="Precomputed condition maps (e.g. a rendered skeleton video); same as --condition PATH."),
             click.option("--annotator", default=None, help="Folder (or hub id) of controlnet_aux annotator weights."),
-            click.option("--canny-low", type=int, default=CONTROL["canny_low"], show_default=True),
-            click.option("--canny-high", type=int, default=CONTROL["canny_high"], show_default=True),
+            click.option("--canny-low", type=click.IntRange(0), default=CONTROL["canny_low"], show_default=True,
+                         help="Canny's lower hysteresis threshold (gradient magnitude, >= 0)."),
+            click.option("--canny-high", type=click.IntRange(0), default=CONTROL["canny_high"], show_default=True,
+                         help="Canny's upper threshold (>= --canny-low)."),
         ]
         for option in reversed(options):
             fn = option(fn)

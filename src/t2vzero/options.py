@@ -101,6 +101,11 @@ def condition_kinds(params: dict[str, Any]) -> list[str]:
     from .inputs import ANNOTATORS
     from .models import check_controlnet_folder, parse_lora
 
+    low, high = params.get("canny_low"), params.get("canny_high")
+    if low is not None and high is not None and not 0 <= low <= high:
+        raise UserError(f"--canny-low {low} and --canny-high {high}: thresholds must be >= 0 with low <= high "
+                        "(e.g. 100 and 200)")
+
     for spec in params["controlnets"]:  # MODEL[:SCALE] reads like a LoRA spec (a model may be a hub id)
         check_controlnet_folder(parse_lora(spec)[0])
     for kind in params["conditions"]:
