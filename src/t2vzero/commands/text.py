@@ -13,11 +13,11 @@ RESOLVED = ("video_length", "height", "width", "num_inference_steps", "guidance_
             "scheduler", "timestep_spacing")
 
 
-def check_generate(p: dict[str, Any]) -> Shape:
-    """`t2vzero generate`'s checks before any weights load."""
+def _check_run(p: dict[str, Any], width: int, height: int, compat: str, size_known: bool) -> Any:
+    """The checks `generate` and `animate` share, before any weights load; returns the camera path (None: the
+    model's), checked against the size where it is known."""
     from ..checks import check_finite, check_video_args
-    from ..errors import UserError
-    from ..models import check_dtype_name, check_model
+    from ..models import check_dtype_name
     from ..options import (
         check_loras,
         check_prompt_text,
@@ -25,14 +25,12 @@ def check_generate(p: dict[str, Any]) -> Shape:
         check_speed,
         check_t0_t1,
         motion_from_options,
-        parse_pair,
     )
     from ..schedulers import check_scheduler_args, check_steps_before_loading
     from ..video import check_fps
 
     check_prompt_text(p["prompt"])
     check_scheduler_args(p["scheduler"], p["timestep_spacing"])
-    width, height = parse_pair(p["size"], "x", "size", int) if p["size"] else (8, 8)
     camera = motion_from_options(p["motion"], p["motion_file"], p["no_motion"])
     check_fps(p["fps"])
     check_finite({"--guidance": p["guidance"]})
@@ -40,23 +38,31 @@ def check_generate(p: dict[str, Any]) -> Shape:
     check_loras(p["lora"])
     check_video_args(video_length=p["frames"], height=height, width=width,
                      num_inference_steps=p["steps"] if p["steps"] is not None else 1, chunk_size=p["chunk_size"],
-                     num_videos_per_prompt=1, compat=p["compat"])
+                     num_videos_per_prompt=1, compat=compat)
     check_t0_t1(p["t0"], p["t1"])
     if camera is not None:
-        camera.check(p["frames"], (width, height) if p["size"] else None)
+        camera.check(p["frames"], (width, height) if size_known else None)
     check_steps_before_loading(p["model"], p["model_config"], p["steps"])
     check_dtype_name(p["dtype"])
     check_speed(p)
+    return camera
+
+
+def check_generate(p: dict[str, Any]) -> Shape:
+    """`t2vzero generate`'s checks before any weights load."""
+    from ..errors import UserError
+    from ..models import check_model
+    from ..options import parse_pair
+    from ..plan import is_sdxl_before_loading, native_size_before_loading
+
+    width, height = parse_pair(p["size"], "x", "size", int) if p["size"] else (8, 8)
+    camera = _check_run(p, width, height, p["compat"], bool(p["size"]))
     check_model(p["model"], allow_pickle=p["allow_pickle"], config=p["model_config"])
     if p["prompt_2"] is not None or p["negative_2"] is not None:
-        from ..plan import is_sdxl_before_loading
-
         if is_sdxl_before_loading(p["model"], p["model_config"]) is False:  # None: unknown until it loads
             raise UserError("--prompt-2/--negative-2 are for SDXL's second text encoder; this model is SD 1.x/2.x "
                             "with one: drop them")
     if camera is not None and not p["size"]:  # a flow's size against the model's native one, still before loading
-        from ..plan import native_size_before_loading
-
         native = native_size_before_loading(p["model"], p["model_config"])
         if native is not None:
             camera.check(p["frames"], native)
@@ -130,40 +136,15 @@ def _splittable(p: dict[str, Any]) -> bool:
 def check_animate(p: dict[str, Any]) -> Shape:
     """`t2vzero animate`'s checks before any weights load; the size is the image's, fitted to the resolution
     (the model's native size, read from its configs, where none is given)."""
-    from ..checks import MAX_SIDE, check_finite, check_video_args
+    from ..checks import MAX_SIDE
     from ..errors import UserError
     from ..inputs import fitted_size, read_image
-    from ..models import check_dtype_name, check_model
-    from ..options import (
-        check_loras,
-        check_prompt_text,
-        check_single_file_config,
-        check_speed,
-        check_t0_t1,
-        motion_from_options,
-    )
+    from ..models import check_model
     from ..plan import native_size_before_loading
-    from ..schedulers import check_scheduler_args, check_steps_before_loading
-    from ..video import check_fps
 
-    check_prompt_text(p["prompt"])
-    check_scheduler_args(p["scheduler"], p["timestep_spacing"])
-    camera = motion_from_options(p["motion"], p["motion_file"], p["no_motion"])
-    if camera is not None:
-        camera.check(p["frames"], None)
-    check_fps(p["fps"])
-    check_finite({"--guidance": p["guidance"]})
-    check_video_args(video_length=p["frames"], height=8, width=8,
-                     num_inference_steps=p["steps"] if p["steps"] is not None else 1, chunk_size=p["chunk_size"],
-                     num_videos_per_prompt=1, compat="t2vzero")
-    check_t0_t1(p["t0"], p["t1"])
-    check_single_file_config(p["model"], p["model_config"])
     if p["resolution"] is not None and not 8 <= p["resolution"] <= MAX_SIDE:
         raise UserError(f"--resolution must be from 8 to {MAX_SIDE}, got {p['resolution']}")
-    check_loras(p["lora"])
-    check_steps_before_loading(p["model"], p["model_config"], p["steps"])
-    check_dtype_name(p["dtype"])
-    check_speed(p)
+    camera = _check_run(p, 8, 8, "t2vzero", False)
     image = read_image(p["image"])
     check_model(p["model"], allow_pickle=p["allow_pickle"], config=p["model_config"])
     native = native_size_before_loading(p["model"], p["model_config"])
