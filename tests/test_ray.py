@@ -40,12 +40,15 @@ def manifest(out):
 @pytest.fixture(scope="module")
 def jobs_file(tmp_path_factory, tiny_model_dir, tiny_controlnet_dir, square_clip_dir):
     model = {"model": str(tiny_model_dir), **FAST}
+    folder = tmp_path_factory.mktemp("jobs")
+    junk = folder / "junk.safetensors"  # exists, so the job passes the checks; it fails once its worker loads it
+    junk.write_bytes(b"not a LoRA")
     return write_jobs(
-        tmp_path_factory.mktemp("jobs") / "jobs.jsonl",
+        folder / "jobs.jsonl",
         {"id": "a", "prompt": "a red circle", **model, "seed": 1},
         {"id": "b", "prompt": "a blue square", **model, "seed": 2},
         {"id": "long", "prompt": "a green triangle", **model, "frames": 7, "chunk_size": 3, "seed": 3},
-        {"id": "bad", "prompt": "a square", **model, "prompt_2": "only for SDXL"},
+        {"id": "bad", "prompt": "a square", **model, "lora": str(junk)},
         {"id": "c", "mode": "control", "prompt": "a red square", "model": str(tiny_model_dir),
          "controlnet": str(tiny_controlnet_dir), "input": str(square_clip_dir), "resolution": 64, "steps": 3,
          "chunk_size": 3, "seed": 5},
@@ -68,7 +71,7 @@ def test_jobs_on_two_workers_equal_one_process_and_a_bad_job_fails_alone(ray_clu
     outcome = run_batch(jobs_file, out, fmt="frames", ray="auto", workers=2, progress=False,
                         events=lambda kind, task, actor: dispatched.append((kind, task.job.id, task.kind)))
     assert outcome.exit_code == 1 and [j.id for j, _ in outcome.failed] == ["bad"]
-    assert "prompt_2" in outcome.failed[0][1]
+    assert "LoRA" in outcome.failed[0][1]
     records = manifest(out)
     assert {k: r["status"] for k, r in records.items()} == {**dict.fromkeys("abcd", "done"), "long": "done",
                                                              "bad": "failed"}

@@ -23,7 +23,6 @@ from .commands import MODES, Rendered
 from .errors import UserError
 from .jobs import Job, parse_job
 from .stops import Stopped, stop_code
-from .video import VIDEO_SUFFIXES
 
 MANIFEST = "manifest.jsonl"
 FORMATS = {"mp4": ".mp4", "webm": ".webm", "gif": ".gif", "frames": ""}  # "frames": a folder of PNGs
@@ -366,6 +365,8 @@ class Collector:
 
     def _finish(self, job: Job, rendered: Rendered) -> None:
         from .commands.common import write_outputs
+
+        from .video import VIDEO_SUFFIXES  # here, not at the top: `t2vzero --help` reads FORMATS from this module
 
         path, sheet = self.outputs(job)
         # Frames go to a folder named after the id; the trailing separator says so even where the id has a dot.
