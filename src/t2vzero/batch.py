@@ -365,7 +365,6 @@ class Collector:
 
     def _finish(self, job: Job, rendered: Rendered) -> None:
         from .commands.common import write_outputs
-
         from .video import VIDEO_SUFFIXES  # here, not at the top: `t2vzero --help` reads FORMATS from this module
 
         path, sheet = self.outputs(job)
